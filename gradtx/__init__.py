@@ -1,0 +1,16 @@
+"""gradtx: composable, jit-compiled gradient transformations for JAX.
+
+Every public name is defined in one module and gathered here; ``tests/test_api.py`` checks that
+each is exported and documented.
+"""
+
+from gradtx import tree
+from gradtx.core import *
+from gradtx.optimizers import *
+from gradtx.transforms.adaptive import *
+from gradtx.transforms.clipping import *
+from gradtx.transforms.decay import *
+from gradtx.transforms.momentum import *
+from gradtx.transforms.scaling import *
+
+__version__ = "0.1.0"

@@ -1,0 +1,590 @@
+"""The gradtx contract: a transformation is an immutable pytree with ``init`` and ``update``.
+
+A transform's numeric hyperparameters (learning rate, betas, eps, weight decay, schedule
+parameters) are pytree *leaves*; its structural options (``nesterov``, dtypes, mask functions)
+are *static* fields. So a jitted training step that takes the optimizer as an argument compiles
+once for every learning rate, ``jax.vmap`` runs a sweep of optimizers in one call, and
+``jax.grad`` differentiates through a step with respect to a hyperparameter.
+
+A transform unpacks as ``init, update = tx``, which is all optax asks of a
+``GradientTransformation``; gradtx accepts optax's transforms in :func:`chain` in return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree as tree_lib
+
+__all__ = [
+    "GradientTransformation",
+    "EmptyState",
+    "CountState",
+    "transform",
+    "static_field",
+    "chain",
+    "named_chain",
+    "identity",
+    "set_to_zero",
+    "stateless",
+    "apply_updates",
+    "Schedule",
+    "FrozenTree",
+    "ScalarOrSchedule",
+]
+
+Params = Any
+Updates = Any
+OptState = Any
+Schedule = Callable[[jax.Array], jax.Array]
+ScalarOrSchedule = float | jax.Array | Schedule
+
+
+class EmptyState(NamedTuple):
+    """State of a transform that keeps nothing between steps."""
+
+
+class CountState(NamedTuple):
+    """State holding only the number of steps taken (an int32 that saturates, never wraps)."""
+
+    count: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Declaring transforms.
+
+
+def static_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field that is part of the treedef (hashable configuration), not a leaf."""
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata["static"] = True
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _wrap_callables(obj: Any) -> None:
+    """Plain Python functions stored as hyperparameters become static, hashable leaves-free nodes.
+
+    A schedule that is a gradtx pytree (its numbers are leaves) is kept as it is; a bare function
+    or lambda is not a valid JAX type, so it is wrapped in :class:`_StaticFn`, which flattens to
+    no leaves and keeps the function in the treedef (functions hash by identity).
+    """
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("static"):
+            continue
+        value = getattr(obj, f.name)
+        if callable(value) and not isinstance(value, _StaticFn) and _is_plain_function(value):
+            object.__setattr__(obj, f.name, _StaticFn(value))
+
+
+def _is_plain_function(value: Any) -> bool:
+    leaves = jax.tree_util.tree_leaves(value)
+    return len(leaves) == 1 and leaves[0] is value
+
+
+def transform(cls: type) -> type:
+    """Class decorator: a frozen dataclass registered as a pytree.
+
+    Fields declared with :func:`static_field` go to the treedef; every other field is a child
+    (numbers become leaves). Validation written in ``_check`` runs at construction on concrete
+    values only, so unflattening with tracers inside ``jit``/``vmap``/``grad`` is never refused.
+    """
+    cls = dataclasses.dataclass(frozen=True, repr=False)(cls)
+    fields = dataclasses.fields(cls)
+    data = [f.name for f in fields if not f.metadata.get("static")]
+    meta = [f.name for f in fields if f.metadata.get("static")]
+    jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+    return cls
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers (used by every transform's ``_check``).
+
+
+def concrete_float(value: Any) -> float | None:
+    """The value as a Python float when it is a concrete real scalar, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0:
+        if np.issubdtype(np.asarray(value).dtype, np.number):
+            return float(np.real(value))
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        if value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.number):
+            try:
+                return float(np.real(np.asarray(value)))
+            except Exception:  # noqa: BLE001  (a non-addressable array: leave it unchecked)
+                return None
+    return None
+
+
+def check_range(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``owner``, ``name`` and ``value`` when a concrete value is out
+    of range or not finite. Traced values and callables (schedules) are not checked."""
+    x = concrete_float(value)
+    if x is None:
+        return
+    if not math.isfinite(x):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    lo_bad = low is not None and (x <= low if low_open else x < low)
+    hi_bad = high is not None and (x >= high if high_open else x > high)
+    if lo_bad or hi_bad:
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        lo_s = "-inf" if low is None else f"{low:g}"
+        hi_s = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{owner}: {name} must be in {lb}{lo_s}, {hi_s}{hb}, got {value!r}")
+
+
+def check_nonnegative(owner: str, name: str, value: Any) -> None:
+    """``value >= 0`` and finite, when concrete."""
+    check_range(owner, name, value, low=0.0)
+
+
+def check_decay(owner: str, name: str, value: Any) -> None:
+    """A decay rate (beta): ``0 <= value < 1``, when concrete."""
+    check_range(owner, name, value, low=0.0, high=1.0, high_open=True)
+
+
+def check_dtype(owner: str, name: str, value: Any) -> Any:
+    """Normalise an optional dtype argument to a ``numpy.dtype`` (or ``None``)."""
+    if value is None:
+        return None
+    try:
+        dt = jnp.dtype(value)
+    except TypeError as e:
+        raise TypeError(f"{owner}: {name} must be a dtype or None, got {value!r}") from e
+    if not jnp.issubdtype(dt, jnp.inexact):
+        raise TypeError(f"{owner}: {name} must be a floating or complex dtype, got {value!r}")
+    return dt
+
+
+def hyper(value: Any, count: jax.Array | None) -> Any:
+    """The value of a hyperparameter at a step: calls it on ``count`` if it is a schedule."""
+    if callable(value):
+        if count is None:
+            raise ValueError("a scheduled hyperparameter needs a step count")
+        return value(count)
+    return value
+
+
+def is_scheduled(*values: Any) -> bool:
+    """Whether any of the hyperparameters is a schedule (so the transform must keep a count)."""
+    return any(callable(v) for v in values)
+
+
+# ----------------------------------------------------------------------------------------------
+# The base class.
+
+
+class GradientTransformation:
+    """Base of every gradtx transform: an immutable pytree with ``init`` and ``update``.
+
+    ``init(params) -> state`` builds the state; ``update(updates, state, params=None,
+    **extra_args) -> (updates, state)`` transforms the updates (gradients on entry, parameter
+    increments on exit of a full optimizer). Extra keyword arguments (``value``, ``grad``,
+    ``value_fn``, ...) are passed down a chain to every member and ignored by those that do
+    not use them.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> init, update = gradtx.scale(0.5)
+        >>> updates, state = update({"w": jnp.ones(2)}, init({"w": jnp.zeros(2)}))
+        >>> updates["w"].tolist()
+        [0.5, 0.5]
+    """
+
+    def init(self, params: Params) -> OptState:
+        raise NotImplementedError
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        raise NotImplementedError
+
+    # ``init, update = tx``: the optax protocol.
+    def __iter__(self) -> Iterator[Callable[..., Any]]:
+        yield self.init
+        yield self.update
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Callable[..., Any]:
+        return (self.init, self.update)[i]
+
+    def __post_init__(self) -> None:
+        _wrap_callables(self)
+        self._check()
+
+    def _check(self) -> None:
+        """Validate concrete hyperparameters; override in subclasses."""
+
+    def __repr__(self) -> str:
+        if not dataclasses.is_dataclass(self):
+            return f"{type(self).__name__}()"
+        parts = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and _same(v, f.default):
+                continue
+            parts.append(f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is b or (type(a) is type(b) and a == b))
+    except Exception:  # noqa: BLE001  (arrays compare element-wise)
+        return False
+
+
+@jax.tree_util.register_static
+class _StaticFn:
+    """A plain function kept in the treedef (no leaves), so it can sit in a pytree transform."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _StaticFn) and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __repr__(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+@jax.tree_util.register_static
+class FrozenTree:
+    """A pytree of Python scalars (e.g. a mask of bools) held in the treedef, hashable."""
+
+    def __init__(self, tree: Any):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        frozen = []
+        for x in leaves:
+            if isinstance(x, jax.core.Tracer) or np.ndim(x) != 0:
+                raise TypeError(f"expected a tree of Python scalars (e.g. bools), got leaf {x!r}")
+            frozen.append(np.asarray(x).item())
+        self.treedef = treedef
+        self.leaves = tuple(frozen)
+
+    @property
+    def tree(self) -> Any:
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, FrozenTree)
+            and other.treedef == self.treedef
+            and other.leaves == self.leaves
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.treedef, self.leaves))
+
+    def __repr__(self) -> str:
+        return repr(self.tree)
+
+
+def freeze_mask(mask: Any) -> Any:
+    """A ``mask`` argument (``None``, a function of params, or a pytree of bools) made static."""
+    if mask is None or isinstance(mask, FrozenTree | _StaticFn):
+        return mask
+    if callable(mask):
+        return _StaticFn(mask)
+    return FrozenTree(mask)
+
+
+def resolve_mask(mask: Any, params: Any) -> Any:
+    """The pytree of bools a frozen mask stands for, given the params (or ``None``)."""
+    if mask is None:
+        return None
+    if isinstance(mask, _StaticFn):
+        return mask(params)
+    return mask.tree
+
+
+def broadcast_mask(mask: Any, params: Any, owner: str) -> Any:
+    """A mask (a prefix of the params' tree, or ``None`` for all-True) broadcast to every leaf."""
+    if mask is None:
+        return jax.tree_util.tree_map(lambda _: True, params)
+    try:
+        return jax.tree_util.tree_map(
+            lambda m, sub: jax.tree_util.tree_map(lambda _: m, sub), mask, params
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{owner}: mask must have the structure of the params (or a prefix of it); "
+            f"mask {jax.tree_util.tree_structure(mask)} vs params "
+            f"{jax.tree_util.tree_structure(params)}"
+        ) from e
+
+
+@jax.tree_util.register_static
+class _Foreign:
+    """A transform from another library (any ``(init, update)`` pair), held statically."""
+
+    def __init__(self, tx: Any):
+        try:
+            init_fn, update_fn = tx
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"chain: expected gradient transformations (objects that unpack as "
+                f"`init, update`), got {tx!r}"
+            ) from e
+        if not (callable(init_fn) and callable(update_fn)):
+            raise TypeError(f"chain: init and update must be callable, got {tx!r}")
+        self.tx = tx
+        self.init = init_fn
+        self._update = update_fn
+        try:
+            sig = inspect.signature(update_fn)
+            self._extra = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        except (TypeError, ValueError):
+            self._extra = False
+
+    def update(self, updates, state, params=None, **extra_args):
+        if self._extra:
+            return self._update(updates, state, params, **extra_args)
+        return self._update(updates, state, params)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Foreign) and other.tx is self.tx
+
+    def __hash__(self) -> int:
+        return id(self.tx)
+
+    def __repr__(self) -> str:
+        return f"foreign({type(self.tx).__name__})"
+
+
+def _as_member(tx: Any) -> Any:
+    if isinstance(tx, GradientTransformation | _Foreign):
+        return tx
+    return _Foreign(tx)
+
+
+# ----------------------------------------------------------------------------------------------
+# Combinators.
+
+
+@dataclasses.dataclass(frozen=True, repr=False, init=False)
+class chain(GradientTransformation):
+    """Apply transforms one after the other; the state is the tuple of their states.
+
+    ``chain(a, b)(g) = b(a(g))``. Members may be gradtx transforms (whose hyperparameters stay
+    pytree leaves) or any other ``(init, update)`` pair, such as an optax transform (held
+    statically, its hyperparameters baked in as optax does).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.chain(gradtx.clip(1.0), gradtx.scale(-0.1))
+        >>> params = {"w": jnp.array([3.0, -0.5])}
+        >>> updates, _ = tx.update(params, tx.init(params))
+        >>> [round(float(u), 4) for u in updates["w"]]
+        [-0.1, 0.05]
+    """
+
+    transforms: tuple = ()
+
+    def __init__(self, *transforms: Any):
+        # ``chain(a, b, c)`` like optax; unflattening passes the members wrapped in _ChainArgs
+        # and they are stored as they come (they may be tracers' containers or placeholders).
+        if len(transforms) == 1 and isinstance(transforms[0], _ChainArgs):
+            object.__setattr__(self, "transforms", tuple(transforms[0].items))
+            return
+        object.__setattr__(self, "transforms", tuple(_as_member(t) for t in transforms))
+
+    def init(self, params: Params) -> tuple:
+        return tuple(t.init(params) for t in self.transforms)
+
+    def update(self, updates, state, params=None, **extra_args):
+        if len(state) != len(self.transforms):
+            raise ValueError(
+                f"chain.update: the state has {len(state)} entries but the chain has "
+                f"{len(self.transforms)} transforms"
+            )
+        new_state = []
+        for t, s in zip(self.transforms, state, strict=True):
+            updates, s = t.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    def __repr__(self) -> str:
+        return f"chain({', '.join(repr(t) for t in self.transforms)})"
+
+
+class _ChainArgs:
+    def __init__(self, items):
+        self.items = items
+
+
+def _chain_unflatten(aux, children):
+    return chain(_ChainArgs(children[0]))
+
+
+# ``chain`` takes its members positionally; re-register so that unflattening rebuilds it.
+jax.tree_util.register_pytree_with_keys(
+    chain,
+    lambda c: (((jax.tree_util.GetAttrKey("transforms"), c.transforms),), None),
+    _chain_unflatten,
+    lambda c: ((c.transforms,), None),
+)
+
+
+@transform
+class named_chain(GradientTransformation):
+    """A chain whose state is a dict keyed by the names you give, so keys stay stable.
+
+    Inserting or removing a member leaves the state of the other members under the same names,
+    so a checkpoint of the old chain still loads into the new one.
+
+    Example:
+        >>> import gradtx
+        >>> tx = gradtx.named_chain(("clip", gradtx.clip(1.0)), ("adam", gradtx.scale_by_adam()))
+        >>> sorted(tx.init({"w": 0.0}).keys())
+        ['adam', 'clip']
+    """
+
+    names: tuple = static_field(())
+    transforms: tuple = ()
+
+    def __init__(self, *named: Any, names: tuple | None = None, transforms: tuple | None = None):
+        if names is not None or transforms is not None:  # keyword form used by unflattening
+            names, transforms = tuple(names or ()), tuple(transforms or ())
+        else:
+            pairs = []
+            for item in named:
+                if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                    raise TypeError(f"named_chain: expected (name, transform) pairs, got {item!r}")
+                pairs.append(item)
+            names = tuple(n for n, _ in pairs)
+            transforms = tuple(t for _, t in pairs)
+            if len(set(names)) != len(names):
+                dup = sorted({n for n in names if names.count(n) > 1})
+                raise ValueError(f"named_chain: names must be unique, got duplicates {dup}")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "transforms", tuple(_as_member(t) for t in transforms))
+
+    def init(self, params: Params) -> dict:
+        return {n: t.init(params) for n, t in zip(self.names, self.transforms, strict=True)}
+
+    def update(self, updates, state, params=None, **extra_args):
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise ValueError(f"named_chain.update: the state has no entry for {missing}")
+        new_state = {}
+        for n, t in zip(self.names, self.transforms, strict=True):
+            updates, new_state[n] = t.update(updates, state[n], params, **extra_args)
+        return updates, new_state
+
+    def __repr__(self) -> str:
+        inner = ", ".join(
+            f"({n!r}, {t!r})" for n, t in zip(self.names, self.transforms, strict=True)
+        )
+        return f"named_chain({inner})"
+
+
+@transform
+class identity(GradientTransformation):
+    """Leave updates unchanged (``u ← u``); keeps no state.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> gradtx.identity().update(jnp.ones(2), gradtx.EmptyState())[0].tolist()
+        [1.0, 1.0]
+    """
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        return updates, state
+
+
+@transform
+class set_to_zero(GradientTransformation):
+    """Replace every update by zeros of the same shape and dtype (freezes what it is applied to).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> gradtx.set_to_zero().update(jnp.ones(2), gradtx.EmptyState())[0].tolist()
+        [0.0, 0.0]
+    """
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        return jax.tree_util.tree_map(jnp.zeros_like, updates), state
+
+
+@transform
+class stateless(GradientTransformation):
+    """A transform from a function ``f(updates, params) -> updates`` that keeps no state.
+
+    Args:
+        f: the function; it receives ``params=None`` when the caller passes none.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.stateless(lambda u, p: jax.tree_util.tree_map(jnp.sign, u))
+        >>> tx.update(jnp.array([-2.0, 3.0]), tx.init(None))[0].tolist()
+        [-1.0, 1.0]
+    """
+
+    f: Callable[[Updates, Params | None], Updates] = static_field()
+
+    def _check(self):
+        if not callable(self.f):
+            raise TypeError(f"stateless: f must be callable, got {self.f!r}")
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        return self.f(updates, params), state
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``θ ← θ + u`` leaf by leaf, keeping each parameter's dtype.
+
+    ``None`` parameters stay ``None``. A float16 parameter updated by a float32 increment stays
+    float16 (the sum is formed in the promoted dtype and cast back).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> p = {"w": jnp.ones(2, jnp.float16)}
+        >>> gradtx.apply_updates(p, {"w": jnp.full(2, 0.5)})["w"].dtype
+        dtype('float16')
+    """
+    tree_lib.check_structure(params, updates, "apply_updates", "updates", "params")
+    return jax.tree_util.tree_map(
+        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+        params,
+        updates,
+        is_leaf=lambda x: x is None,
+    )

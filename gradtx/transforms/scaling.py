@@ -1,0 +1,140 @@
+"""Scaling by a constant, a learning rate, or a schedule of the step count."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree as tree_lib
+from gradtx.core import (
+    CountState,
+    EmptyState,
+    GradientTransformation,
+    ScalarOrSchedule,
+    check_range,
+    hyper,
+    static_field,
+    transform,
+)
+
+__all__ = ["scale", "scale_by_learning_rate", "scale_by_schedule", "ScaleByScheduleState"]
+
+
+class ScaleByScheduleState(NamedTuple):
+    """The step count a schedule is evaluated at (starts at 0)."""
+
+    count: jax.Array
+
+
+def _scale_tree(updates: Any, factor: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda u: None if u is None else (factor * u).astype(jnp.result_type(u)),
+        updates,
+        is_leaf=lambda x: x is None,
+    )
+
+
+@transform
+class scale(GradientTransformation):
+    """Multiply updates by a constant: ``u ← s · u``.
+
+    Args:
+        step_size: the factor ``s`` (a pytree leaf: changing it does not recompile).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.scale(-2.0)
+        >>> tx.update(jnp.array([1.0, 2.0]), tx.init(None))[0].tolist()
+        [-2.0, -4.0]
+    """
+
+    step_size: Any
+
+    def _check(self):
+        check_range("scale", "step_size", self.step_size)
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        return _scale_tree(updates, self.step_size), state
+
+
+@transform
+class scale_by_schedule(GradientTransformation):
+    """Multiply updates by a schedule of the step count: ``u ← s(t) · u``, ``t = 0, 1, ...``.
+
+    Args:
+        step_size_fn: a schedule (a gradtx schedule, whose parameters are leaves, or any
+            function of the int32 step count).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.scale_by_schedule(lambda t: 1.0 / (t + 1))
+        >>> s = tx.init(None)
+        >>> u, s = tx.update(jnp.ones(1), s)
+        >>> u, s = tx.update(jnp.ones(1), s)
+        >>> u.tolist()
+        [0.5]
+    """
+
+    step_size_fn: Any
+
+    def _check(self):
+        if not callable(self.step_size_fn):
+            raise TypeError(
+                f"scale_by_schedule: step_size_fn must be callable, got {self.step_size_fn!r}"
+            )
+
+    def init(self, params):
+        return ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(self, updates, state, params=None, **extra_args):
+        factor = self.step_size_fn(state.count)
+        return _scale_tree(updates, factor), ScaleByScheduleState(
+            count=tree_lib.safe_increment(state.count)
+        )
+
+
+@transform
+class scale_by_learning_rate(GradientTransformation):
+    """Scale by the learning rate, flipping the sign for descent: ``u ← −α_t · u``.
+
+    Args:
+        learning_rate: a float (a pytree leaf: sweeps never recompile) or a schedule of the step
+            count ``t = 0, 1, ...`` (then the state keeps the count).
+        flip_sign: multiply by ``−α`` (descent, the default) rather than ``α``.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.scale_by_learning_rate(0.1)
+        >>> u, _ = tx.update(jnp.array([1.0]), tx.init(None))
+        >>> round(float(u[0]), 4)
+        -0.1
+    """
+
+    learning_rate: ScalarOrSchedule = None
+    flip_sign: bool = static_field(True, kw_only=True)
+
+    def _check(self):
+        if self.learning_rate is None:
+            raise TypeError(
+                "scale_by_learning_rate: learning_rate must be a number, array or schedule, "
+                "got None"
+            )
+        check_range("scale_by_learning_rate", "learning_rate", self.learning_rate)
+
+    def init(self, params):
+        if callable(self.learning_rate):
+            return CountState(count=jnp.zeros([], jnp.int32))
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        count = state.count if isinstance(state, CountState) else None
+        lr = hyper(self.learning_rate, count)
+        factor = -lr if self.flip_sign else lr
+        if count is not None:
+            state = CountState(count=tree_lib.safe_increment(count))
+        return _scale_tree(updates, factor), state
