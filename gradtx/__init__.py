@@ -6,7 +6,7 @@ each is exported and documented.
 
 from gradtx import tree
 from gradtx.core import *
-from gradtx.optimizers import *
+from gradtx.optimizers.classic import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
 from gradtx.transforms.decay import *

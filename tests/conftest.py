@@ -1,0 +1,65 @@
+"""Shared fixtures: float64 mode for formula tests, a random pytree problem, and compile counting."""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Run the test with ``jax_enable_x64`` on (float64 arithmetic), restoring it afterwards."""
+    with jax.enable_x64(True):
+        yield
+
+
+def random_problem(seed: int = 0, dtype=np.float64):
+    """A small random pytree of parameters and a quadratic-plus-sine gradient oracle.
+
+    Returns ``params`` (a dict of NumPy arrays) and ``grad(params, t)``: a NumPy function giving
+    a deterministic, step-dependent gradient for every leaf, so any optimizer can be stepped
+    identically in gradtx, optax and a NumPy reference.
+    """
+    rng = np.random.default_rng(seed)
+    params = {
+        "dense": {"w": rng.normal(size=(3, 4)).astype(dtype), "b": rng.normal(size=(4,)).astype(dtype)},
+        "scale": rng.normal(size=()).astype(dtype),
+    }
+    targets = jax.tree_util.tree_map(lambda p: rng.normal(size=np.shape(p)).astype(dtype), params)
+    noise = [
+        jax.tree_util.tree_map(lambda p: rng.normal(size=np.shape(p)).astype(dtype), params)
+        for _ in range(7)
+    ]
+
+    def grad(p, t):
+        return jax.tree_util.tree_map(
+            lambda x, c, n: (np.asarray(x) - c) + 0.5 * np.sin(3 * np.asarray(x)) + 0.3 * n,
+            p,
+            targets,
+            noise[t % 7],
+        )
+
+    return params, grad
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Count XLA backend compilations inside the block (``counter["n"]``).
+
+    Uses JAX's monitoring events: every backend compile records a duration event.
+    """
+    counter = {"n": 0}
+    from jax._src import monitoring
+
+    def listener(event, *args, **kwargs):
+        if event.endswith("backend_compile_duration"):
+            counter["n"] += 1
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
