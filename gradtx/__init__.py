@@ -5,12 +5,18 @@ each is exported and documented.
 """
 
 from gradtx import tree
+from gradtx.accumulation import *
+from gradtx.averaging import *
+from gradtx.checkpoint import *
 from gradtx.core import *
 from gradtx.optimizers.classic import *
+from gradtx.partition import *
+from gradtx.safety import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
 from gradtx.transforms.decay import *
 from gradtx.transforms.momentum import *
 from gradtx.transforms.scaling import *
+from gradtx.wrappers import *
 
 __version__ = "0.1.0"
