@@ -125,7 +125,7 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
         if g is None:
             return None
         gm = g.astype(m.dtype) if order == 1 else g
-        val = decay * m + (1 - decay) * (gm**order)
+        val = (1 - decay) * (gm**order) + decay * m
         return val.astype(m.dtype)
 
     return _map(f, updates, moments)
@@ -144,7 +144,7 @@ def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: i
             p = abs_sq(g)
         else:
             p = jnp.abs(g) ** order
-        return (decay * m + (1 - decay) * p.astype(m.dtype)).astype(m.dtype)
+        return ((1 - decay) * p.astype(m.dtype) + decay * m).astype(m.dtype)
 
     return _map(f, updates, moments)
 

@@ -62,9 +62,16 @@ def _normalise(num: Any, sq: Any, like: Any, *, eps: Any, eps_root: Any = 0.0) -
 
 def _rsqrt_scale(g_tree: Any, sq: Any, *, eps: Any, eps_in_sqrt: bool) -> Any:
     """``g / sqrt(sq + eps)`` (eps inside) or ``g / (sqrt(sq) + eps)`` (eps outside)."""
-    if eps_in_sqrt:
-        return _normalise(g_tree, sq, g_tree, eps=0.0, eps_root=eps)
-    return _normalise(g_tree, sq, g_tree, eps=eps)
+
+    def f(g, s):
+        if g is None:
+            return None
+        cd = tree_lib.compute_dtype(g.dtype)
+        s = s.astype(tree_lib.real_dtype(cd))
+        scaling = jax.lax.rsqrt(s + eps) if eps_in_sqrt else 1 / (jnp.sqrt(s) + eps)
+        return (scaling * g.astype(cd)).astype(g.dtype)
+
+    return _map(f, g_tree, sq)
 
 
 def _moment_dtypes(owner: str, obj: Any, *names: str) -> None:
