@@ -10,13 +10,20 @@ from gradtx.averaging import *
 from gradtx.checkpoint import *
 from gradtx.core import *
 from gradtx.optimizers.classic import *
+from gradtx.optimizers.layerwise_and_sign import *
 from gradtx.partition import *
 from gradtx.safety import *
+from gradtx.schedules import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
 from gradtx.transforms.decay import *
+from gradtx.transforms.layerwise import *
 from gradtx.transforms.momentum import *
+from gradtx.transforms.noise import *
+from gradtx.transforms.optimistic import *
 from gradtx.transforms.scaling import *
+from gradtx.transforms.sign import *
+from gradtx.transforms.step_size_free import *
 from gradtx.wrappers import *
 
 __version__ = "0.1.0"

@@ -137,8 +137,9 @@ class scale_by_lars(GradientTransformation):
     Per block ``l`` with gradient ``g`` and weight decay ``β`` (Algorithm 1 of the paper):
 
     .. math::
-        λ^{(l)} = c\\,\\frac{\\lVert θ^{(l)}\\rVert}{\\lVert g^{(l)}\\rVert + β \\lVert θ^{(l)}\\rVert
-        + ε},\\qquad u^{(l)} = λ^{(l)} \\left(g^{(l)} + β θ^{(l)}\\right).
+        λ^{(l)} = c\\,\\frac{\\lVert θ^{(l)}\\rVert}
+        {\\lVert g^{(l)}\\rVert + β \\lVert θ^{(l)}\\rVert + ε},\\qquad
+        u^{(l)} = λ^{(l)} \\left(g^{(l)} + β θ^{(l)}\\right).
 
     With ``combined_norm=True`` the denominator is ``‖g + βθ‖ + ε`` instead (the norm of the
     decayed gradient, which is what optax's ``lars`` computes). The ratio is 1 where ``‖θ‖``
@@ -341,3 +342,31 @@ class normalize_by_update_norm(GradientTransformation):
             return (u.astype(_cd(u)) * factor).astype(u.dtype)
 
         return _map(f, updates), state
+
+
+@transform
+class _fromage_shrink(GradientTransformation):
+    """Fromage's shrink written as an additive term: ``u ← u + ((1 + α²)^{-1/2} − 1) θ``."""
+
+    learning_rate: Any
+
+    def init(self, params):
+        if callable(self.learning_rate):
+            return CountState(count=jnp.zeros([], jnp.int32))
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        _need_params(params, "fromage")
+        count = state.count if isinstance(state, CountState) else None
+        lr = hyper(self.learning_rate, count)
+        coef = (1 + lr**2) ** -0.5 - 1
+
+        def f(u, p):
+            if u is None:
+                return None
+            cd = _cd(u)
+            return (u.astype(cd) + coef * jnp.asarray(p).astype(cd)).astype(u.dtype)
+
+        if count is not None:
+            state = CountState(count=tree_lib.safe_increment(count))
+        return _map(f, updates, params), state
