@@ -1,4 +1,4 @@
-"""Shared fixtures: float64 mode for formula tests, a random pytree problem, and compile counting."""
+"""Shared fixtures: float64 mode, a random pytree problem, and compile counting."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def random_problem(seed: int = 0, dtype=np.float64):
     """
     rng = np.random.default_rng(seed)
     params = {
-        "dense": {"w": rng.normal(size=(3, 4)).astype(dtype), "b": rng.normal(size=(4,)).astype(dtype)},
+        "dense": {
+            "w": rng.normal(size=(3, 4)).astype(dtype),
+            "b": rng.normal(size=(4,)).astype(dtype),
+        },
         "scale": rng.normal(size=()).astype(dtype),
     }
     targets = jax.tree_util.tree_map(lambda p: rng.normal(size=np.shape(p)).astype(dtype), params)

@@ -292,16 +292,15 @@ class scale_by_adamax(GradientTransformation):
             state.nu,
         )
         mu_hat = tree_lib.bias_correction(mu, b1, count)
-        out = _map(
-            lambda m, n, g: (
-                None
-                if g is None
-                else (m / n.astype(tree_lib.compute_dtype(n.dtype))).astype(g.dtype)
-            ),
-            mu_hat,
-            nu,
-            updates,
-        )
+
+        def divide(m, n, g):
+            # nu >= eps > 0 unless eps underflows in a low-precision dtype; 0/0 then gives 0.
+            if g is None:
+                return None
+            n = n.astype(tree_lib.compute_dtype(n.dtype))
+            return jnp.where(n > 0, m / jnp.where(n > 0, n, 1), 0).astype(g.dtype)
+
+        out = _map(divide, mu_hat, nu, updates)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
 
