@@ -210,8 +210,10 @@ def first_difference(a: Any, b: Any) -> tuple[str, str] | None:
     for i, (x, y) in enumerate(zip(pa, pb, strict=False)):
         if x != y:
             return (x if x < y else y, "present in only one of them")
+        if la[i][1] is None or lb[i][1] is None:
+            continue
         sa, sb = jnp.shape(la[i][1]), jnp.shape(lb[i][1])
-        if la[i][1] is not None and lb[i][1] is not None and sa != sb:
+        if sa != sb:
             return (x, f"shape {sa} vs {sb}")
     if len(pa) != len(pb):
         longer = pa if len(pa) > len(pb) else pb
