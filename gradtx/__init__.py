@@ -9,11 +9,13 @@ from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *
 from gradtx.core import *
+from gradtx.optimizers.adam_variants import *
 from gradtx.optimizers.classic import *
 from gradtx.optimizers.layerwise_and_sign import *
 from gradtx.partition import *
 from gradtx.safety import *
 from gradtx.schedules import *
+from gradtx.transforms.adam_variants import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
 from gradtx.transforms.decay import *
