@@ -9,8 +9,13 @@ from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *
 from gradtx.core import *
+from gradtx.gradcheck import *
+from gradtx.lbfgs import *
+from gradtx.linesearch import *
+from gradtx.minimize import *
 from gradtx.optimizers.adam_variants import *
 from gradtx.optimizers.classic import *
+from gradtx.optimizers.full_batch import *
 from gradtx.optimizers.layerwise_and_sign import *
 from gradtx.partition import *
 from gradtx.safety import *
