@@ -40,6 +40,17 @@ __all__ = [
     "Schedule",
     "FrozenTree",
     "ScalarOrSchedule",
+    # for writing transforms of your own
+    "check_range",
+    "check_nonnegative",
+    "check_decay",
+    "check_dtype",
+    "concrete_float",
+    "hyper",
+    "is_scheduled",
+    "freeze_mask",
+    "resolve_mask",
+    "broadcast_mask",
 ]
 
 Params = Any
