@@ -1,0 +1,200 @@
+"""scale_by_lbfgs and the lbfgs optimizer: against a float64 NumPy two-loop/BFGS reference, against
+optax (same iterates where the algorithms coincide), and against gradtx.minimize."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx
+
+
+def _rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _np_direction(g, pairs, scale_init=True):
+    """H g with H from the BFGS inverse update over ``pairs`` (oldest first), starting at γI.
+
+    Written from the matrix formula H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, not the two loops.
+    """
+    n = g.size
+    if pairs:
+        s, y = pairs[-1]
+        gamma = (s @ y) / (y @ y) if scale_init else 1.0
+    else:
+        gamma = min(1.0, 1.0 / np.linalg.norm(g)) if scale_init else 1.0
+    H = gamma * np.eye(n)
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        V = np.eye(n) - rho * np.outer(y, s)
+        H = V.T @ H @ V + rho * np.outer(s, s)
+    return H @ g
+
+
+def _quadratic(n, seed):
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(n, n))
+    A = M @ M.T + n * np.eye(n)
+    b = rng.normal(size=n)
+    return A, b
+
+
+@pytest.mark.parametrize("memory_size", [1, 3, 10])
+@pytest.mark.parametrize("scale_init", [True, False])
+def test_direction_matches_numpy_bfgs_formula(x64, memory_size, scale_init):
+    A, b = _quadratic(6, 0)
+    rng = np.random.default_rng(1)
+    tx = gradtx.scale_by_lbfgs(memory_size=memory_size, scale_init_precond=scale_init)
+    update = jax.jit(tx.update)
+    xs = [rng.normal(size=6) for _ in range(12)]  # arbitrary points: pairs s·y > 0 (A is SPD)
+    state = tx.init(jnp.zeros(6))
+    pairs = []
+    for k, x in enumerate(xs):
+        g = A @ x - b
+        d, state = update(jnp.asarray(g), state, jnp.asarray(x))
+        if k > 0:
+            pairs.append((x - xs[k - 1], g - (A @ xs[k - 1] - b)))
+        ref = _np_direction(g, pairs[-memory_size:], scale_init)
+        np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-10, atol=1e-12)
+    assert int(state.num_pairs) == len(xs) - 1
+
+
+def test_matches_optax_scale_by_lbfgs_on_a_pytree(x64):
+    A, b = _quadratic(7, 2)
+    rng = np.random.default_rng(3)
+
+    def split(v):
+        return {"w": v[:4].reshape(2, 2), "b": v[4:]}
+
+    ours = gradtx.scale_by_lbfgs(memory_size=3)
+    theirs = optax.scale_by_lbfgs(memory_size=3)
+    s_ours, s_theirs = ours.init(split(jnp.zeros(7))), theirs.init(split(jnp.zeros(7)))
+    up_ours, up_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for _ in range(9):
+        x = rng.normal(size=7)
+        g = split(jnp.asarray(A @ x - b))
+        p = split(jnp.asarray(x))
+        d_ours, s_ours = up_ours(g, s_ours, p)
+        d_theirs, s_theirs = up_theirs(g, s_theirs, p)
+        jax.tree_util.tree_map(
+            lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-13),
+            d_ours,
+            d_theirs,
+        )
+
+
+def test_pair_with_negative_curvature_is_skipped(x64):
+    A, b = _quadratic(5, 4)
+    rng = np.random.default_rng(5)
+    tx = gradtx.scale_by_lbfgs(memory_size=4)
+    state = tx.init(jnp.zeros(5))
+    x0, x1 = rng.normal(size=5), rng.normal(size=5)
+    g0, g1 = A @ x0 - b, A @ x1 - b
+    _, state = tx.update(jnp.asarray(g0), state, jnp.asarray(x0))
+    _, state = tx.update(jnp.asarray(g1), state, jnp.asarray(x1))
+    # A gradient that makes <s, y> < 0 for the next pair: its pair must not be stored.
+    x2 = x1 + 0.1 * rng.normal(size=5)
+    g2 = g1 - 3.0 * (x2 - x1)
+    assert (x2 - x1) @ (g2 - g1) < 0
+    d, state = tx.update(jnp.asarray(g2), state, jnp.asarray(x2))
+    assert int(state.num_pairs) == 1
+    np.testing.assert_allclose(np.asarray(d), _np_direction(g2, [(x1 - x0, g1 - g0)]), rtol=1e-10)
+
+
+def _optax_style_loop(opt, f, x0, steps, *, gradtx_vg=True):
+    vg = (gradtx if gradtx_vg else optax).value_and_grad_from_state(f)
+
+    def step(carry, _):
+        x, state = carry
+        v, g = vg(x, state=state)
+        u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+        x = (gradtx if gradtx_vg else optax).apply_updates(x, u)
+        return (x, state), x
+
+    _, xs = jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=steps))(x0)
+    return np.asarray(xs)
+
+
+def test_same_iterates_as_optax_with_backtracking(x64):
+    """Where the algorithms coincide (L-BFGS direction, Armijo backtracking), same iterates."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(40, 5))
+    y = (rng.uniform(size=40) < 0.5).astype(float)
+
+    def f(w):
+        z = X @ w
+        return jnp.mean(jnp.logaddexp(0.0, z) - y * z) + 0.05 * jnp.sum(w**2)
+
+    x0 = jnp.asarray(rng.normal(size=5))
+    ours = gradtx.lbfgs(
+        memory_size=4,
+        linesearch=gradtx.scale_by_backtracking_linesearch(15, store_grad=True),
+    )
+    theirs = optax.lbfgs(
+        memory_size=4,
+        linesearch=optax.scale_by_backtracking_linesearch(15, store_grad=True),
+    )
+    # 10 steps take it to the minimiser to ~1e-9; beyond that the Armijo test is decided by
+    # rounding, and on failure gradtx takes no step where optax takes its last trial step.
+    xs_ours = _optax_style_loop(ours, f, x0, 10)
+    xs_theirs = _optax_style_loop(theirs, f, x0, 10, gradtx_vg=False)
+    np.testing.assert_allclose(xs_ours, xs_theirs, rtol=1e-12, atol=1e-14)
+    w_star = np.asarray(gradtx.minimize(f, x0, gtol=1e-12, ftol=0.0).x)
+    np.testing.assert_allclose(xs_ours[-1], w_star, rtol=1e-7, atol=1e-8)
+
+
+def test_user_loop_gives_the_iterates_of_minimize(x64):
+    x0 = jnp.zeros(10)
+    xs = _optax_style_loop(gradtx.lbfgs(), _rosen, x0, 30)
+    for k in (1, 5, 30):
+        res = gradtx.minimize(_rosen, x0, maxiter=k, gtol=0.0, ftol=0.0)
+        assert int(res.nit) == k
+        np.testing.assert_allclose(np.asarray(res.x), xs[k - 1], rtol=1e-12, atol=1e-14)
+
+
+def test_user_loop_converges_on_a_pytree(x64):
+    def f(p):
+        return _rosen(jnp.concatenate([p["a"], p["b"].ravel()]))
+
+    p0 = {"a": jnp.zeros(2), "b": jnp.zeros((2, 2))}
+    opt = gradtx.lbfgs()
+    vg = gradtx.value_and_grad_from_state(f)
+
+    @jax.jit
+    def step(p, state):
+        v, g = vg(p, state=state)
+        u, state = opt.update(g, state, p, value=v, grad=g, value_fn=f)
+        return gradtx.apply_updates(p, u), state
+
+    p, state = p0, opt.init(p0)
+    for _ in range(60):
+        p, state = step(p, state)
+    np.testing.assert_allclose(np.asarray(p["b"]), np.ones((2, 2)), atol=1e-6)
+
+
+def test_hyperparameters_are_leaves_and_no_recompile(x64):
+    from conftest import count_compilations
+
+    @jax.jit
+    def step(opt, x):
+        v, g = jax.value_and_grad(_rosen)(x)
+        u, _ = opt.update(g, opt.init(x), x, value=v, grad=g, value_fn=_rosen)
+        return x + u
+
+    x = jnp.zeros(4)
+    step(gradtx.lbfgs(learning_rate=0.5), x)
+    with count_compilations() as c:
+        step(gradtx.lbfgs(learning_rate=0.25), x)
+    assert c["n"] == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="memory_size must be an int >= 1, got 0"):
+        gradtx.scale_by_lbfgs(memory_size=0)
+    with pytest.raises(ValueError, match="scale_by_lbfgs: update needs params"):
+        tx = gradtx.scale_by_lbfgs()
+        tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
