@@ -10,6 +10,7 @@ from gradtx.averaging import *
 from gradtx.checkpoint import *
 from gradtx.core import *
 from gradtx.gradcheck import *
+from gradtx.hyperparams import *
 from gradtx.lbfgs import *
 from gradtx.linesearch import *
 from gradtx.minimize import *
@@ -28,6 +29,7 @@ from gradtx.transforms.layerwise import *
 from gradtx.transforms.momentum import *
 from gradtx.transforms.noise import *
 from gradtx.transforms.optimistic import *
+from gradtx.transforms.plateau import *
 from gradtx.transforms.scaling import *
 from gradtx.transforms.sign import *
 from gradtx.transforms.step_size_free import *
