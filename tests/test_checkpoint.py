@@ -82,7 +82,7 @@ def test_resume_from_npz_is_bit_for_bit_identical(tmp_path):
         path,
         **to_np(gradtx.state_dict(s_half)),
         **{"params/" + k: v for k, v in to_np(gradtx.state_dict(p_half)).items()},
-    )  # noqa: E501
+    )
     del p_half, s_half
 
     with np.load(path) as f:
@@ -90,10 +90,10 @@ def test_resume_from_npz_is_bit_for_bit_identical(tmp_path):
     opt2 = _make()
     state = gradtx.load_state_dict(
         opt2.init(params), {k: v for k, v in saved.items() if not k.startswith("params/")}
-    )  # noqa: E501
+    )
     p = gradtx.load_state_dict(
         params, {k[7:]: v for k, v in saved.items() if k.startswith("params/")}
-    )  # noqa: E501
+    )
     assert state["adamw"].inner_state[0].mu["dense"]["w"].dtype == jnp.bfloat16
     p_resumed, s_resumed = _train(opt2, p, state, grad, 4, start=4)
     _identical(p_resumed, p_full)
@@ -130,7 +130,7 @@ def test_loading_into_a_different_chain_lists_missing_unexpected_and_misshaped_k
     bigger = dict(params, scale=jnp.zeros(3))
     with pytest.raises(
         ValueError, match=r"mis-shaped keys \['0/mu/scale \(expected \(3,\), got \(\)\)'"
-    ):  # noqa: E501
+    ):
         gradtx.load_state_dict(gradtx.adam(0.1).init(bigger), saved)
 
 

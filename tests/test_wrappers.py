@@ -154,7 +154,7 @@ def test_monitor_records_the_norms_and_does_not_change_updates():
     _close(u, u_ref, rtol=1e-6, atol=1e-8)
     norm = lambda t: np.sqrt(
         sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree_util.tree_leaves(t))
-    )  # noqa: E501
+    )
     np.testing.assert_allclose(float(s.grad_norm), norm(g), rtol=1e-6)
     np.testing.assert_allclose(float(s.update_norm), norm(u_ref), rtol=1e-6)
     assert int(s.count) == 1
