@@ -1,0 +1,214 @@
+"""Line searches: their conditions hold on every accepted step (checked in float64 NumPy), the
+backtracking search matches optax's, and every failure mode is reported in the state."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx
+from gradtx import LinesearchStatus
+
+
+def _np_rosen(x):
+    return float(np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
+
+
+def _np_rosen_grad(x):
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return g
+
+
+def _rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _run(opt, f, x0, steps):
+    """A jitted optax-style loop; returns per step (x, direction-free info, state, x_next)."""
+
+    @jax.jit
+    def step(x, state):
+        v, g = jax.value_and_grad(f)(x)
+        u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+        return x + u, u, state
+
+    x, state, out = x0, opt.init(x0), []
+    for _ in range(steps):
+        x_new, u, state = step(x, state)
+        out.append((np.asarray(x), np.asarray(u), state[-1], np.asarray(x_new)))
+        x = x_new
+    return out
+
+
+@pytest.mark.parametrize("direction", ["steepest", "lbfgs"])
+def test_zoom_accepts_only_strong_wolfe_steps(x64, direction):
+    c1, c2 = 1e-4, 0.9
+    ls = gradtx.scale_by_zoom_linesearch(
+        30, slope_rtol=c1, curv_rtol=c2, approx_dec_rtol=None, initial_guess_strategy="one"
+    )
+    first = gradtx.scale_by_lbfgs() if direction == "lbfgs" else gradtx.identity()
+    opt = gradtx.chain(first, gradtx.scale(-1.0), ls)
+    accepted = 0
+    for x, u, st, _ in _run(opt, _rosen, jnp.zeros(6), 25):
+        assert int(st.info.status) == LinesearchStatus.SUCCESS
+        eta = float(st.learning_rate)
+        d = u / eta  # the direction the search was given
+        g0 = _np_rosen_grad(x)
+        x1 = x + eta * d
+        slope0 = g0 @ d
+        assert slope0 < 0
+        assert _np_rosen(x1) <= _np_rosen(x) + c1 * eta * slope0 + 1e-12 * abs(_np_rosen(x))
+        assert abs(_np_rosen_grad(x1) @ d) <= c2 * abs(slope0) * (1 + 1e-9)
+        # The stored value and gradient are those at the accepted point.
+        np.testing.assert_allclose(float(st.value), _np_rosen(x1), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(st.grad), _np_rosen_grad(x1), rtol=1e-9, atol=1e-9)
+        accepted += 1
+    assert accepted == 25
+
+
+def test_zoom_brackets_beyond_the_first_trial(x64):
+    """A step of 1 is far too short: the search must grow the step and still meet both
+    conditions (checked on the exact 1-d quadratic)."""
+    f = lambda x: jnp.sum((x - 50.0) ** 2)  # noqa: E731
+    x = jnp.zeros(1)
+    v, g = jax.value_and_grad(f)(x)
+    d = -g / jnp.abs(g)  # unit direction: the minimiser is at step 50
+    ls = gradtx.scale_by_zoom_linesearch(30, initial_guess_strategy="one", approx_dec_rtol=None)
+    u, st = ls.update(d, ls.init(x), x, value=v, grad=g, value_fn=f)
+    eta = float(st.learning_rate)
+    assert int(st.info.status) == 0 and int(st.info.num_linesearch_steps) > 1
+    assert (eta - 50.0) ** 2 <= 2500.0 - 1e-4 * eta * 100.0
+    assert abs(2.0 * (eta - 50.0)) <= 0.9 * 100.0
+    np.testing.assert_allclose(np.asarray(u), [eta])
+
+
+def test_backtracking_accepts_only_armijo_steps_and_matches_optax(x64):
+    c = 1e-4
+    ours = gradtx.chain(gradtx.scale(-1.0), gradtx.scale_by_backtracking_linesearch(30))
+    theirs = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(30))
+    runs_ours = _run(ours, _rosen, jnp.zeros(4), 30)
+    runs_theirs = _run(theirs, _rosen, jnp.zeros(4), 30)
+    for (x, u, st, _), (_, u_theirs, st_theirs, _) in zip(runs_ours, runs_theirs, strict=True):
+        assert int(st.info.status) == LinesearchStatus.SUCCESS
+        g0 = _np_rosen_grad(x)
+        assert _np_rosen(x + u) <= _np_rosen(x) + c * (g0 @ u) + 1e-14
+        np.testing.assert_allclose(u, u_theirs, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(float(st.learning_rate), float(st_theirs.learning_rate))
+        # The first trial is the previous step times increase_factor, capped at 1.
+
+
+def _one_search(ls, f, x, direction=None):
+    x = jnp.asarray(x)
+    v, g = jax.value_and_grad(f)(x)
+    d = -g if direction is None else direction
+    return ls.update(d, ls.init(x), x, value=v, grad=g, value_fn=f)
+
+
+_SEARCHES = {
+    "zoom": lambda n: gradtx.scale_by_zoom_linesearch(n, initial_guess_strategy="one"),
+    "backtracking": lambda n: gradtx.scale_by_backtracking_linesearch(n - 1, store_grad=True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SEARCHES))
+def test_reports_not_a_descent_direction(x64, kind):
+    f = lambda x: jnp.sum(x**2)  # noqa: E731
+    x = jnp.array([1.0, -2.0])
+    u, st = _one_search(_SEARCHES[kind](10), f, x, direction=jnp.array([1.0, 0.0]))  # uphill
+    assert int(st.info.status) == LinesearchStatus.NOT_DESCENT_DIRECTION
+    assert int(st.info.num_linesearch_steps) == 0
+    np.testing.assert_array_equal(np.asarray(u), [0.0, 0.0])
+    assert float(st.value) == 5.0  # the value at the (unchanged) point is kept for reuse
+
+
+@pytest.mark.parametrize("kind", sorted(_SEARCHES))
+def test_reports_max_steps_reached(x64, kind):
+    # Along -g from x = 1, f(x) = x^4 needs a step below ~0.3; two trials (1 and 0.8 or a
+    # zoom point) are not enough to find one.
+    f = lambda x: jnp.sum(x**4) * 1e3  # noqa: E731
+    u, st = _one_search(_SEARCHES[kind](2), f, [1.0])
+    assert int(st.info.status) == LinesearchStatus.MAX_STEPS_REACHED
+    assert int(st.info.num_linesearch_steps) == 2
+    np.testing.assert_array_equal(np.asarray(u), [0.0])
+    assert float(st.info.decrease_error) > 0
+
+
+@pytest.mark.parametrize("kind", sorted(_SEARCHES))
+def test_reports_non_finite_value(x64, kind):
+    # Finite at the start, NaN at every point the search can try (x < 1).
+    f = lambda x: jnp.sum(x**2) + jnp.sum(jnp.where(x < 1.0, jnp.nan, 0.0))  # noqa: E731
+    u, st = _one_search(_SEARCHES[kind](5), f, [1.0])
+    assert int(st.info.status) == LinesearchStatus.NON_FINITE_VALUE
+    np.testing.assert_array_equal(np.asarray(u), [0.0])
+    assert float(st.value) == 1.0
+
+
+def test_zoom_recovers_from_non_finite_trials(x64):
+    """NaN beyond x < 0.5 only: the search shrinks the step and succeeds."""
+    f = lambda x: jnp.sum((x - 0.6) ** 2) + jnp.sum(jnp.where(x < 0.5, jnp.nan, 0.0))  # noqa: E731
+    u, st = _one_search(_SEARCHES["zoom"](30), f, [1.0])
+    x1 = 1.0 + float(u[0])
+    assert int(st.info.status) == LinesearchStatus.SUCCESS
+    assert 0.5 <= x1 < 1.0 and (x1 - 0.6) ** 2 < 0.16
+
+
+def test_value_and_grad_from_state_reuses_the_search(x64):
+    calls = []
+
+    def f(x):
+        calls.append(1)  # counts traces, not executions: run eagerly below
+        return jnp.sum((x - 1.0) ** 2 * jnp.arange(1.0, 4.0))
+
+    opt = gradtx.lbfgs()
+    vg = gradtx.value_and_grad_from_state(f)
+    x = jnp.zeros(3)
+    state = opt.init(x)
+    v, g = vg(x, state=state)  # nothing stored yet: computed
+    np.testing.assert_allclose(np.asarray(g), -2.0 * np.arange(1.0, 4.0))
+    u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+    x = x + u
+    v2, g2 = vg(x, state=state)  # stored by the line search: equal to a fresh evaluation
+    v_ref, g_ref = jax.value_and_grad(f)(x)
+    np.testing.assert_allclose(float(v2), float(v_ref), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(g2), np.asarray(g_ref), rtol=1e-12)
+    with pytest.raises(ValueError, match="no line-search state"):
+        gradtx.value_and_grad_from_state(f)(x, state=gradtx.scale_by_lbfgs().init(x))
+
+
+def test_extra_arguments_reach_value_fn(x64):
+    def f(w, X, y):
+        return jnp.mean((X @ w - y) ** 2)
+
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3)))
+    y = X @ jnp.array([1.0, -1.0, 2.0])
+    opt = gradtx.lbfgs()
+
+    @jax.jit
+    def step(w, state):
+        v, g = jax.value_and_grad(f)(w, X, y)
+        u, state = opt.update(g, state, w, value=v, grad=g, value_fn=f, X=X, y=y)
+        return w + u, state
+
+    w, state = jnp.zeros(3), opt.init(jnp.zeros(3))
+    for _ in range(20):
+        w, state = step(w, state)
+    np.testing.assert_allclose(np.asarray(w), [1.0, -1.0, 2.0], atol=1e-7)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="max_linesearch_steps must be in"):
+        gradtx.scale_by_zoom_linesearch(0)
+    with pytest.raises(ValueError, match="curv_rtol must be in .* got 1.5"):
+        gradtx.scale_by_zoom_linesearch(10, curv_rtol=1.5)
+    with pytest.raises(ValueError, match="initial_guess_strategy must be 'one' or 'keep'"):
+        gradtx.scale_by_zoom_linesearch(10, initial_guess_strategy="max")
+    with pytest.raises(ValueError, match="decrease_factor must be in .* got 1.2"):
+        gradtx.scale_by_backtracking_linesearch(10, decrease_factor=1.2)
+    ls = gradtx.scale_by_zoom_linesearch(10)
+    with pytest.raises(ValueError, match="needs the keyword arguments"):
+        ls.update(jnp.ones(2), ls.init(jnp.ones(2)), jnp.ones(2))
