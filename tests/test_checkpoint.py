@@ -165,3 +165,20 @@ def test_jit_state_round_trip_and_separator():
     _identical(gradtx.load_state_dict(state, d2, sep="."), state)
     with pytest.raises(ValueError, match="share the key"):
         gradtx.state_dict({"a/b": jnp.ones(1), "a": {"b": jnp.ones(1)}})
+
+
+def test_readme_composition_examples_run_and_print_what_they_say(capsys):
+    import contextlib
+    import io
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "readme" / "composition.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 5
+    for block in blocks:
+        expected = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(block, "composition.md", "exec"), {})
+        assert out.getvalue().splitlines() == expected, block
