@@ -25,6 +25,7 @@ from gradtx.transforms.adam_variants import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
 from gradtx.transforms.decay import *
+from gradtx.transforms.factored import *
 from gradtx.transforms.layerwise import *
 from gradtx.transforms.momentum import *
 from gradtx.transforms.noise import *

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from gradtx.core import ScalarOrSchedule, chain
 from gradtx.transforms.adam_variants import (
     add_proximal_decay,
@@ -18,10 +21,26 @@ from gradtx.transforms.adam_variants import (
     scale_by_radam,
     scale_by_yogi,
 )
+from gradtx.transforms.adaptive import scale_by_adam
+from gradtx.transforms.clipping import clip_by_block_rms
 from gradtx.transforms.decay import add_decayed_weights
-from gradtx.transforms.scaling import scale_by_learning_rate
+from gradtx.transforms.factored import scale_by_factored_rms, scale_by_sm3
+from gradtx.transforms.layerwise import scale_by_param_block_rms
+from gradtx.transforms.momentum import ema
+from gradtx.transforms.optimistic import scale_by_optimistic_gradient
+from gradtx.transforms.scaling import scale, scale_by_learning_rate
 
-__all__ = ["radam", "adabelief", "yogi", "adan", "novograd", "lion"]
+__all__ = [
+    "radam",
+    "adabelief",
+    "yogi",
+    "adan",
+    "novograd",
+    "lion",
+    "optimistic_adam",
+    "sm3",
+    "adafactor",
+]
 
 
 def radam(
@@ -179,3 +198,119 @@ def lion(
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
+
+
+def optimistic_adam(
+    learning_rate: ScalarOrSchedule,
+    optimism: Any = None,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+) -> chain:
+    """Optimistic Adam: :class:`scale_by_adam`, then the optimistic step
+    :class:`scale_by_optimistic_gradient` with ``α = learning_rate``, ``β = optimism``, then
+    ``−1``: ``θ_t = θ_{t−1} − (α + β) û_t + β û_{t−1}`` with ``û = m̂ / (√v̂ + ε)``
+    (Daskalakis et al., 2018, Algorithm 1 with ``β = α``; the first step is ``−α û_1``).
+
+    ``optimism=None`` means ``β = α``, as in the paper. The paper's Adam is Kingma & Ba's, so
+    ``nesterov`` defaults to ``False``; optax defaults to ``nesterov=True`` (pass it for
+    optax's numbers).
+
+    Example:
+        >>> import gradtx
+        >>> opt = gradtx.optimistic_adam(1e-3)
+
+    Reference: Daskalakis, Ilyas, Syrgkanis & Zeng, "Training GANs with Optimism", ICLR 2018.
+    """
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_optimistic_gradient(
+            alpha=learning_rate, beta=learning_rate if optimism is None else optimism
+        ),
+        scale(-1.0),
+    )
+
+
+def sm3(learning_rate: ScalarOrSchedule, momentum: Any = 0.9) -> chain:
+    """SM3: :class:`scale_by_sm3` (momentum ``b1 = momentum``, the paper's sums) then ``−α``.
+
+    Example:
+        >>> import gradtx
+        >>> opt = gradtx.sm3(0.1)
+
+    Reference: Anil et al., "Memory-Efficient Adaptive Optimization", NeurIPS 2019.
+    """
+    return chain(scale_by_sm3(momentum), scale_by_learning_rate(learning_rate))
+
+
+def _relative_step_size(count: jax.Array) -> jax.Array:
+    """Adafactor's relative step size ``ρ_t = min(10⁻², 1/√t)`` with ``t = count + 1``."""
+    t = jnp.asarray(count + 1, jnp.result_type(float))
+    return jnp.minimum(1e-2, jax.lax.rsqrt(t))
+
+
+def adafactor(
+    learning_rate: ScalarOrSchedule | None = None,
+    min_dim_size_to_factor: int = 128,
+    decay_rate: Any = 0.8,
+    decay_offset: Any = 0,
+    multiply_by_parameter_scale: bool = True,
+    clipping_threshold: Any = 1.0,
+    momentum: Any = None,
+    dtype_momentum: Any = jnp.float32,
+    weight_decay_rate: Any = None,
+    eps: Any = 1e-30,
+    factored: bool = True,
+    weight_decay_mask: Any = None,
+) -> chain:
+    """Adafactor (Shazeer & Stern, 2018, Algorithm 4): :class:`scale_by_factored_rms`, update
+    clipping ``Û = U / max(1, RMS(U) / d)``, the step size ``α_t = max(ε2, RMS(X_{t−1})) ρ_t``
+    (:class:`scale_by_param_block_rms`), optional momentum and weight decay, then ``−1``.
+
+    ``learning_rate=None`` uses the paper's relative step ``ρ_t = min(10⁻², 1/√t)``; optax's
+    ``learning_rate=None`` uses ``ρ_t = 1`` instead, so pass ``learning_rate=1.0`` for optax's
+    numbers. A given ``learning_rate`` replaces ``ρ_t`` (as in optax). ``momentum`` is an EMA
+    (without bias correction) of the scaled step; ``weight_decay_rate`` adds ``λ θ`` after it,
+    not multiplied by the step size (as optax). State memory for an ``n × m`` matrix: ``n + m``
+    numbers (plus the momentum, if any).
+
+    Args:
+        learning_rate: ``ρ_t`` (a float or schedule), or ``None`` for the paper's.
+        min_dim_size_to_factor: factor only arrays with two axes at least this long.
+        decay_rate: exponent ``c`` of ``β̂_t = 1 − t^(−c)``.
+        decay_offset: step offset of that schedule (e.g. for fine-tuning).
+        multiply_by_parameter_scale: scale by ``max(ε2, RMS(θ))`` (relative steps).
+        clipping_threshold: ``d`` (``None``: no clipping).
+        momentum: ``β1`` of an EMA of the steps (``None``: none).
+        dtype_momentum: dtype of that EMA.
+        weight_decay_rate: ``λ`` (``None``: none).
+        eps: ``ε1``, added to the squared gradient.
+        factored: factor the second moments.
+        weight_decay_mask: which parameters decay.
+
+    Example:
+        >>> import gradtx
+        >>> opt = gradtx.adafactor()
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018.
+    """
+    parts: list = [
+        scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)
+    ]
+    if clipping_threshold is not None:
+        parts.append(clip_by_block_rms(clipping_threshold))
+    step_size = _relative_step_size if learning_rate is None else learning_rate
+    parts.append(scale_by_learning_rate(step_size, flip_sign=False))
+    if multiply_by_parameter_scale:
+        parts.append(scale_by_param_block_rms())
+    if momentum is not None:
+        parts.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
+    if weight_decay_rate is not None:
+        parts.append(add_decayed_weights(weight_decay_rate, mask=weight_decay_mask))
+    parts.append(scale(-1.0))
+    return chain(*parts)
