@@ -1,0 +1,209 @@
+"""gradtx.minimize against scipy.optimize.minimize(method="L-BFGS-B"): same minimiser (1e-5
+relative), at most 1.2x scipy's evaluations, bounds active where scipy's are; result record,
+progress printing, pytrees, no recompilation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from conftest import count_compilations
+from sklearn.datasets import load_breast_cancer
+
+import gradtx
+from gradtx import MinimizeStatus
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def quadratic(x, A, b):
+    return 0.5 * x @ (A @ x) - b @ x
+
+
+def logistic(w, X, y, lam):
+    z = X @ w[:-1] + w[-1]
+    return jnp.mean(jnp.logaddexp(0.0, z) - y * z) + 0.5 * lam * jnp.sum(w[:-1] ** 2)
+
+
+def np_rosen(x):
+    return scipy.optimize.rosen(x), scipy.optimize.rosen_der(x)
+
+
+def np_quadratic(x, A, b):
+    Ax = A @ x
+    return 0.5 * x @ Ax - b @ x, Ax - b
+
+
+def np_logistic(w, X, y, lam):
+    z = X @ w[:-1] + w[-1]
+    r = 1.0 / (1.0 + np.exp(-z)) - y
+    v = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * lam * np.sum(w[:-1] ** 2)
+    return v, np.r_[X.T @ r / len(y) + lam * w[:-1], np.mean(r)]
+
+
+def _problems():
+    rng = np.random.default_rng(0)
+    n = 100
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (Q * np.logspace(0, 4, n)) @ Q.T  # condition number 1e4
+    A = 0.5 * (A + A.T)
+    b = rng.normal(size=n)
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    return {
+        "rosen2": (rosen, np.zeros(2), ()),
+        "rosen10": (rosen, np.zeros(10), ()),
+        "rosen100": (rosen, np.zeros(100), ()),
+        "quadratic100": (quadratic, np.zeros(100), (A, b)),
+        "logistic_breast_cancer": (logistic, np.zeros(31), (X, y.astype(float), 1e-2)),
+    }
+
+
+PROBLEMS = _problems()
+# The same objectives in plain NumPy (value, gradient) for SciPy: an independent oracle.
+NUMPY = {rosen: np_rosen, quadratic: np_quadratic, logistic: np_logistic}
+
+
+def _scipy(f, x0, args, bounds=None, **options):
+    fun = NUMPY[f]
+    sb = None
+    if bounds is not None:
+        lo, hi = (np.broadcast_to(b, x0.shape) for b in bounds)
+        sb = list(zip(lo, hi, strict=True))
+    return scipy.optimize.minimize(
+        fun, x0, args=args, jac=True, method="L-BFGS-B", bounds=sb, options=options
+    )
+
+
+def _rel(a, b):
+    return np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_same_minimiser_as_scipy_with_fewer_evaluations(x64, name):
+    f, x0, args = PROBLEMS[name]
+    # Default tolerances (SciPy's): evaluations at most 1.2x SciPy's.
+    ref = _scipy(f, x0, args)
+    res = gradtx.minimize(f, jnp.asarray(x0), args)
+    assert bool(res.success), res.message
+    assert int(res.nfev) <= 1.2 * ref.nfev, (int(res.nfev), ref.nfev)
+    # Tight tolerances (both solvers): the minimisers agree to 1e-5 relative.
+    tight = dict(ftol=1e-14, gtol=1e-9)
+    ref = _scipy(f, x0, args, **tight, maxiter=20000)
+    res = gradtx.minimize(f, jnp.asarray(x0), args, **tight)
+    assert _rel(res.x, ref.x) <= 1e-5, _rel(res.x, ref.x)
+    assert int(res.nfev) <= 1.2 * ref.nfev, (int(res.nfev), ref.nfev)
+    np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-9, atol=1e-12)
+    v, g = NUMPY[f](np.asarray(res.x), *args)
+    np.testing.assert_allclose(float(res.fun), v, rtol=1e-12, atol=1e-20)
+    np.testing.assert_allclose(np.asarray(res.grad), g, rtol=1e-8, atol=1e-12)
+    assert float(res.grad_norm) == pytest.approx(float(jnp.max(jnp.abs(res.grad))), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 10, 100])
+def test_bounds_active_at_the_solution_match_scipy(x64, n):
+    x0 = np.zeros(n)
+    lower, upper = -2.0, 0.5  # excludes the unconstrained minimiser (1, ..., 1)
+    tight = dict(ftol=1e-14, gtol=1e-9)
+    ref = _scipy(rosen, x0, (), bounds=(lower, upper), **tight)
+    res = gradtx.minimize(rosen, jnp.asarray(x0), bounds=(lower, upper), **tight)
+    assert bool(res.success), res.message
+    x = np.asarray(res.x)
+    assert _rel(x, ref.x) <= 1e-5
+    active_ref = np.isclose(ref.x, upper) | np.isclose(ref.x, lower)
+    assert active_ref.any()
+    np.testing.assert_array_equal(np.isclose(x, upper) | np.isclose(x, lower), active_ref)
+    assert np.all(x >= lower) and np.all(x <= upper)
+    np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-10)
+
+
+def test_pytree_bounds_with_unbounded_leaves(x64):
+    """Bounds as a pytree (None = unbounded), x0 a dict: same as scipy on the flat problem."""
+
+    def f(p):
+        return rosen(jnp.concatenate([p["a"], p["b"]]))
+
+    p0 = {"a": jnp.zeros(3), "b": jnp.zeros(3)}
+    lower = {"a": -1.0, "b": None}
+    upper = {"a": jnp.array([0.3, 2.0, 2.0]), "b": None}
+    tight = dict(ftol=1e-14, gtol=1e-9)
+    res = gradtx.minimize(f, p0, bounds=(lower, upper), **tight)
+    # dict leaves flatten in key order: a then b.
+    lo = np.r_[-1.0, -1.0, -1.0, -np.inf, -np.inf, -np.inf]
+    hi = np.r_[0.3, 2.0, 2.0, np.inf, np.inf, np.inf]
+    ref = _scipy(rosen, np.zeros(6), (), bounds=(lo, hi), **tight)
+    x = np.concatenate([np.asarray(res.x["a"]), np.asarray(res.x["b"])])
+    assert _rel(x, ref.x) <= 1e-5
+    assert x[0] == pytest.approx(0.3)
+    assert set(res.x) == {"a", "b"} and res.x["b"].shape == (3,)
+
+
+def test_pytree_x0_matches_flat(x64):
+    def f(p):
+        return rosen(jnp.concatenate([p["w"].ravel(), p["v"]]))
+
+    res_tree = gradtx.minimize(f, {"w": jnp.zeros((2, 2)), "v": jnp.zeros(2)})
+    res_flat = gradtx.minimize(rosen, jnp.zeros(6))
+    flat = np.concatenate([np.asarray(res_tree.x["v"]), np.asarray(res_tree.x["w"]).ravel()])
+    # dict keys flatten sorted (v, w), while f concatenates w then v: compare as f sees them.
+    seen = np.concatenate([np.asarray(res_tree.x["w"]).ravel(), np.asarray(res_tree.x["v"])])
+    assert flat.shape == (6,)
+    np.testing.assert_allclose(seen, np.asarray(res_flat.x), atol=1e-5)
+    assert res_tree.grad["w"].shape == (2, 2)
+
+
+def test_float32_by_default():
+    res = gradtx.minimize(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(3))
+    assert res.x.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(res.x), 3.0, rtol=1e-5)
+    assert bool(res.success)
+
+
+def test_one_compilation_for_new_starts_tolerances_data_and_bounds(x64):
+    f, x0, args = PROBLEMS["quadratic100"]
+    gradtx.minimize(f, jnp.asarray(x0), args, maxiter=5)
+    gradtx.minimize(f, jnp.asarray(x0), args, bounds=(-1.0, 1.0), maxiter=5)
+    A, b = args
+    A2, x1 = A * 2.0, np.ones(100)
+    with count_compilations() as c:
+        gradtx.minimize(f, x1, (A2, b), maxiter=7, gtol=1e-3, ftol=1e-12)
+        gradtx.minimize(f, x1, (A, b), bounds=(-0.5, 0.5), maxiter=9)
+    assert c["n"] == 0
+
+
+def test_status_messages(x64):
+    res = gradtx.minimize(rosen, jnp.zeros(10), maxiter=3)
+    assert int(res.status) == MinimizeStatus.MAXITER and not bool(res.success)
+    assert int(res.nit) == 3 and "maximum number of iterations" in res.message
+    res = gradtx.minimize(rosen, jnp.zeros(10), maxfev=5)
+    assert int(res.status) == MinimizeStatus.MAXFEV and int(res.nfev) >= 5
+    res = gradtx.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.array([-1.0]))
+    assert int(res.status) == MinimizeStatus.NON_FINITE and "not finite" in res.message
+    res = gradtx.minimize(rosen, jnp.ones(4))  # already at the minimiser
+    assert int(res.status) == MinimizeStatus.GTOL and int(res.nit) == 0 and int(res.nfev) == 1
+
+
+def test_progress_is_printed_from_inside_the_loop(x64, capsys):
+    res = gradtx.minimize(rosen, jnp.zeros(4), print_every=5, maxiter=12, gtol=0.0, ftol=0.0)
+    jax.effects_barrier()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("minimize:")]
+    assert int(res.nit) == 12
+    assert [int(ln.split()[2]) for ln in lines] == [5, 10]
+    assert "f = " in lines[0] and "nfev = " in lines[0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="method must be 'lbfgs', got 'bfgs'"):
+        gradtx.minimize(rosen, jnp.zeros(2), method="bfgs")
+    with pytest.raises(ValueError, match="maxiter must be an int >= 0, got -1"):
+        gradtx.minimize(rosen, jnp.zeros(2), maxiter=-1)
+    with pytest.raises(ValueError, match="gtol must be a finite number >= 0"):
+        gradtx.minimize(rosen, jnp.zeros(2), gtol=-1.0)
+    with pytest.raises(ValueError, match="lower <= upper, got lower 1.0 > upper 0.0"):
+        gradtx.minimize(rosen, jnp.zeros(2), bounds=(1.0, 0.0))
+    with pytest.raises(ValueError, match="bounds must be a pair"):
+        gradtx.minimize(rosen, jnp.zeros(2), bounds=(0.0,))
