@@ -179,9 +179,12 @@ def rprop(
     eta_plus: Any = 1.2,
     min_step_size: Any = 1e-6,
     max_step_size: Any = 50.0,
+    *,
+    lagged: bool = False,
 ) -> chain:
     """Rprop (iRprop−): :class:`scale_by_rprop`, then ``−1``. ``learning_rate`` is the
-    initial per-coordinate step size.
+    initial per-coordinate step size. ``lagged=True`` reproduces optax's ``rprop``, which
+    applies each step one iteration late (see :class:`scale_by_rprop`).
 
     Example:
         >>> import gradtx
@@ -191,7 +194,9 @@ def rprop(
     Neurocomputing 2003.
     """
     return chain(
-        scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size),
+        scale_by_rprop(
+            learning_rate, eta_minus, eta_plus, min_step_size, max_step_size, lagged=lagged
+        ),
         scale(-1.0),
     )
 

@@ -21,7 +21,9 @@ _none = lambda x: x is None  # noqa: E731
 
 
 class AddNoiseState(NamedTuple):
-    """Step count and the random key the next noise sample is drawn from."""
+    """Step count and the raw data (``jax.random.key_data``) of the random key the next noise
+    sample is drawn from: a plain unsigned-integer array, so states convert to NumPy and
+    checkpoint like any other."""
 
     count: jax.Array
     rng_key: jax.Array
@@ -81,11 +83,14 @@ class add_noise(GradientTransformation):
             object.__setattr__(self, "key", 0)
 
     def init(self, params):
-        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=_as_key(self.key))
+        key = jax.random.key_data(_as_key(self.key))
+        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=key)
 
     def update(self, updates, state, params=None, **extra_args):
         count = tree_lib.safe_increment(state.count)
-        rng_key, sample_key = jax.random.split(state.rng_key)
+        impl = jax.random.key_impl(_as_key(self.key))
+        key = jax.random.wrap_key_data(state.rng_key, impl=impl)
+        rng_key, sample_key = jax.random.split(key)
         leaves, treedef = jax.tree_util.tree_flatten(updates)
         keys = jax.random.split(sample_key, len(leaves)) if leaves else []
 
@@ -96,4 +101,4 @@ class add_noise(GradientTransformation):
             return (u.astype(cd) + jnp.sqrt(var) * n).astype(u.dtype)
 
         out = treedef.unflatten([noisy(u, k) for u, k in zip(leaves, keys, strict=True)])
-        return out, AddNoiseState(count=count, rng_key=rng_key)
+        return out, AddNoiseState(count=count, rng_key=jax.random.key_data(rng_key))

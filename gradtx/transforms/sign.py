@@ -12,6 +12,7 @@ from gradtx.core import (
     EmptyState,
     GradientTransformation,
     check_range,
+    static_field,
     transform,
 )
 
@@ -71,12 +72,17 @@ class scale_by_rprop(GradientTransformation):
     call Rprop; the 1993 Rprop of Riedmiller & Braun also undoes the previous step on a sign
     change. Not defined for complex parameters.
 
+    optax's ``scale_by_rprop`` returns each coordinate's step one iteration late: at step
+    ``t`` it outputs ``Δ_{t−1} sign(g_{t−1})`` (zero at the first step, and zero where the sign
+    has just changed). ``lagged=True`` reproduces that.
+
     Args:
         learning_rate: the initial step size ``Δ_0``.
         eta_minus: ``η^- in (0, 1)``, the factor applied after a sign change.
         eta_plus: ``η^+ > 1``, the factor applied while the sign persists.
         min_step_size: ``Δ_min``.
         max_step_size: ``Δ_max``.
+        lagged: output the previous iteration's step (optax's behaviour).
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -97,6 +103,7 @@ class scale_by_rprop(GradientTransformation):
     eta_plus: Any = 1.2
     min_step_size: Any = 1e-6
     max_step_size: Any = 50.0
+    lagged: bool = static_field(False, kw_only=True)
 
     def _check(self):
         o = "scale_by_rprop"
@@ -133,7 +140,10 @@ class scale_by_rprop(GradientTransformation):
             shrunk = jnp.maximum(step_c * self.eta_minus, self.min_step_size)
             new_step = jnp.where(s > 0, grown, jnp.where(s < 0, shrunk, step_c))
             new_sign = jnp.where(s < 0, 0.0, sg)
-            out = (new_step * new_sign).astype(g.dtype)
+            if self.lagged:
+                out = jnp.where(s < 0, 0.0, step_c * prev.astype(cd)).astype(g.dtype)
+            else:
+                out = (new_step * new_sign).astype(g.dtype)
             return out, new_step.astype(step.dtype), new_sign.astype(prev.dtype)
 
         triples = _map(f, updates, state.step_sizes, state.prev_signs)
