@@ -108,8 +108,9 @@ def test_lookahead_equals_its_formula(x64, reset):
     k, alpha, steps = 3, 0.4, 10
     opt = gradtx.lookahead(gradtx.sgd(0.05, momentum=0.9), k, alpha, reset_state=reset)
     state = opt.init(lp)
+    update = jax.jit(opt.update)
     for t in range(steps):
-        u, state = jax.jit(opt.update)(_jx(grad(_np(lp.fast), t)), state, lp)
+        u, state = update(_jx(grad(_np(lp.fast), t)), state, lp)
         lp = gradtx.apply_updates(lp, u)
     fast, slow = _np_lookahead(params, grad, steps, k, alpha, reset=reset)
     _close(lp.fast, fast, rtol=1e-9)
@@ -147,6 +148,18 @@ def test_jit_equals_eager_structure_and_no_recompile():
         assert jax.tree_util.tree_structure(s1.averaged_params) == jax.tree_util.tree_structure(
             params
         )
+    opt = gradtx.lookahead(gradtx.adam(0.05), 2, 0.5, reset_state=True)
+    runs = []
+    for jit in (True, False):
+        lp = gradtx.LookaheadParams.init_synced(params)
+        state = opt.init(lp)
+        update = jax.jit(opt.update) if jit else opt.update
+        for t in range(4):
+            u, state = update(_jx(grad(_np(lp.fast), t)), state, lp)
+            lp = gradtx.apply_updates(lp, u)
+        runs.append((lp, state))
+    _close(runs[0], runs[1], rtol=1e-6, atol=1e-7)
+    assert jax.tree_util.tree_structure(runs[0][0].slow) == jax.tree_util.tree_structure(params)
     g = _jx(grad(_np(params), 0))
 
     @jax.jit

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_problem
+from conftest import count_compilations, random_problem
 
 import gradtx
 
@@ -177,3 +177,53 @@ def test_optax_members_inside_wrappers():
     _close(p1, p2, rtol=0, atol=0)
     with pytest.raises(TypeError, match="should_transform_fn must be callable"):
         gradtx.conditionally_mask(gradtx.sgd(0.1), 3)
+
+
+def _even(step):
+    return step % 2 == 0
+
+
+def _after_first(step):
+    return step > 0
+
+
+WRAPPED = {  # static parts (predicates, masks, labels) are the same objects for every lr
+    "conditionally_transform": lambda lr: gradtx.conditionally_transform(gradtx.adam(lr), _even),
+    "conditionally_mask": lambda lr: gradtx.conditionally_mask(gradtx.adam(lr), _after_first),
+    "flatten": lambda lr: gradtx.flatten(gradtx.adam(lr)),
+    "monitor": lambda lr: gradtx.monitor(gradtx.adam(lr)),
+    "apply_if_finite": lambda lr: gradtx.apply_if_finite(gradtx.adam(lr), 3),
+    "MultiSteps": lambda lr: gradtx.MultiSteps(gradtx.adam(lr), 2),
+    "masked": lambda lr: gradtx.masked(gradtx.adam(lr), {"dense": True, "scale": False}),
+    "partition": lambda lr: gradtx.partition(
+        {"a": gradtx.adam(lr), "b": gradtx.sgd(lr)}, {"dense": "a", "scale": "b"}
+    ),
+    "param_ema": lambda lr: gradtx.param_ema(gradtx.adam(lr), 0.9),
+    "swa": lambda lr: gradtx.swa(gradtx.adam(lr)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRAPPED))
+def test_hyperparameters_stay_leaves_through_wrappers(name):
+    """A jitted step taking the wrapper as an argument compiles once for every learning rate,
+    and vmap over the learning rate equals separate runs."""
+    make = WRAPPED[name]
+    params, grad = _problem(6)
+    g = _jx(grad(_np(params), 0))
+
+    @jax.jit
+    def two_steps(opt, params):
+        state = opt.init(params)
+        u, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, u)
+        u, state = opt.update(g, state, params)
+        return optax.apply_updates(params, u)
+
+    two_steps(make(0.1), params)
+    with count_compilations() as c:
+        out = two_steps(make(0.2), params)
+    assert c["n"] == 0
+    lrs = jnp.array([0.1, 0.2])
+    swept = jax.vmap(lambda lr: two_steps(make(lr), params))(lrs)
+    _close(jax.tree_util.tree_map(lambda x: x[1], swept), out)
+    assert not np.allclose(np.asarray(swept["dense"]["w"][0]), np.asarray(swept["dense"]["w"][1]))
