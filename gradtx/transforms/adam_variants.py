@@ -623,7 +623,7 @@ class scale_by_novograd(GradientTransformation):
         def second(g, v):
             if g is None:
                 return None
-            sq = jnp.sum(tree_lib.abs_sq(g.astype(v.dtype)))
+            sq = jnp.sum(tree_lib.abs_sq(g.astype(tree_lib.compute_dtype(g.dtype)))).astype(v.dtype)
             return jnp.where(first, sq, b2 * v + (1 - b2) * sq).astype(v.dtype)
 
         def first_moment(g, m, v, p, on):
