@@ -118,6 +118,10 @@ class MultiSteps(GradientTransformation):
             skip_state=skip_state,
         )
 
+    def gradient_transformation(self) -> MultiSteps:
+        """This transform itself (optax's ``MultiSteps.gradient_transformation()`` spelling)."""
+        return self
+
     def has_updated(self, state: MultiStepsState) -> jax.Array:
         """Whether the last call to ``update`` took an optimizer step."""
         return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)

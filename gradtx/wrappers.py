@@ -93,11 +93,12 @@ class conditionally_transform(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         pred = _predicate(self, state.step, extra_args)
-        new, inner = _cond(
-            pred,
-            lambda: self.inner.update(updates, state.inner_state, params, **extra_args),
-            lambda: (updates, state.inner_state),
-        )
+
+        def do_update():
+            new, inner = self.inner.update(updates, state.inner_state, params, **extra_args)
+            return tree_lib.tree_cast_like(new, updates), inner
+
+        new, inner = _cond(pred, do_update, lambda: (updates, state.inner_state))
         return new, ConditionallyTransformState(
             inner_state=inner, step=tree_lib.safe_increment(state.step)
         )
@@ -149,11 +150,16 @@ class conditionally_mask(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         pred = _predicate(self, state.step, extra_args)
-        new, inner = _cond(
-            pred,
-            lambda: self.inner.update(updates, state.inner_state, params, **extra_args),
-            lambda: (tree_lib.tree_zeros_like(updates), state.inner_state),
-        )
+
+        def do_update():
+            return self.inner.update(updates, state.inner_state, params, **extra_args)
+
+        def skip():  # zeros shaped like what the inner transform would output
+            out_shape = jax.eval_shape(do_update)[0]
+            zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_shape)
+            return zeros, state.inner_state
+
+        new, inner = _cond(pred, do_update, skip)
         return new, ConditionallyMaskState(
             step=tree_lib.safe_increment(state.step), inner_state=inner
         )

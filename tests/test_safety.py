@@ -192,3 +192,23 @@ def test_multisteps_with_skip_predicates_matches_optax(skip):
             np.testing.assert_allclose(
                 np.asarray(s1.skip_state[k]), np.asarray(s2.skip_state[k]), rtol=1e-6
             )
+
+
+def test_skipped_step_has_the_inner_outputs_dtype_and_low_precision_is_stable():
+    to_f32 = optax.stateless(
+        lambda u, p: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), u)
+    )
+    opt = gradtx.apply_if_finite(to_f32, 2)
+    g = jnp.array([1.0, jnp.nan], jnp.bfloat16)
+    u, _ = jax.jit(opt.update)(g, opt.init(g))
+    assert u.dtype == jnp.float32 and np.asarray(u).tolist() == [0.0, 0.0]
+    opt = gradtx.apply_if_finite(gradtx.adam(0.1), 2)
+    p = {"w": jnp.ones(3, jnp.bfloat16)}
+    s = opt.init(p)
+    for g in (jnp.ones(3, jnp.bfloat16), jnp.full(3, jnp.nan, jnp.bfloat16)):
+        u, s2 = jax.jit(opt.update)({"w": g}, s, p)
+        assert u["w"].dtype == jnp.bfloat16
+        assert jax.tree_util.tree_map(lambda x: x.dtype, s2) == jax.tree_util.tree_map(
+            lambda x: x.dtype, s
+        )
+        s = s2
