@@ -91,6 +91,8 @@ CASES += [
         conv_lr=6e-4,
         steps=100000,
     ),
+    # DoG is learning-rate free: lr multiplies its step size and 1.0 is the paper's method.
+    Case("dog", lambda lr: gradtx.dog(lr, weight_decay=1e-4), lr=1.0, steps=20000),
 ]
 
 # Adam's relatives and the memory-light adaptive methods (paper defaults; see

@@ -160,3 +160,75 @@ def test_distance_over_gradients_state_is_two_scalars_per_block_plus_start():
     assert state.init_params["w"].dtype == jnp.float32
     with pytest.raises(ValueError, match="needs params"):
         gradtx.scale_by_distance_over_gradients().update(params, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distance over gradients (global, optax.contrib.dog).
+
+
+def _dog_ref(r_eps, first_lr=None):
+    """Ivgi et al. 2023, Algorithm 1 (DoG) over all parameters together:
+    r̄_t = max(r̄_{t−1}, ‖x_t − x_0‖) with r̄_{−1} = r_ε, G_t = G_{t−1} + ‖g_t‖²,
+    x_{t+1} = x_t − r̄_t / √G_t · g_t. ``first_lr`` replaces the first step size (optax's
+    "learning_rate" start, with r_ε = 0)."""
+
+    def init(xs):
+        return {"x0": [x.copy() for x in xs], "r": r_eps, "G": 0.0}
+
+    def step(xs, gs, st, t, value):
+        diffs = [x - x0 for x, x0 in zip(xs, st["x0"], strict=True)]
+        dist = np.sqrt(sum(float(np.sum(d * d)) for d in diffs))
+        st["r"] = max(st["r"], dist)
+        st["G"] += sum(float(np.sum(g * g)) for g in gs)
+        eta = st["r"] / np.sqrt(st["G"])
+        if first_lr is not None and t == 0:
+            eta = first_lr
+        return [x - eta * g for x, g in zip(xs, gs, strict=True)], st
+
+    return init, step
+
+
+@pytest.mark.parametrize("kind", ["heuristic", "distance", "learning_rate"])
+def test_dog_matches_paper(x64, kind):
+    params, grad = random_problem(0)
+    norm0 = np.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree_util.tree_leaves(params)))
+    value = {"heuristic": 1e-4, "distance": 1e-3, "learning_rate": 1e-2}[kind]
+    r_eps = {"heuristic": 1e-4 * (1 + norm0), "distance": 1e-3, "learning_rate": 0.0}[kind]
+    opt = gradtx.dog(init_step=(kind, value), eps=0.0)
+    ours = run_library(opt, params, grad, STEPS, jnp.float64)
+    init, step = _dog_ref(r_eps, value if kind == "learning_rate" else None)
+    ref = run_numpy(init, step, params, grad, STEPS)
+    assert_trees_close(ours, ref, rtol=1e-10)
+    assert _moved(ref, params) > 1e-2
+
+
+def _decay_mask(p):
+    return {"dense": {"w": True, "b": False}, "scale": False}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"learning_rate": 0.5, "init_step": ("distance", 1e-3)},
+        {"init_step": ("learning_rate", 1e-2), "eps": 1e-4},
+        {"weight_decay": 0.1, "mask": _decay_mask},
+    ],
+)
+def test_dog_matches_optax(kwargs):
+    from optax import contrib
+
+    params, grad = random_problem(1)
+    a = run_library(gradtx.dog(**kwargs), params, grad, STEPS, jnp.float32)
+    b = run_library(contrib.dog(**kwargs), params, grad, STEPS, jnp.float32, lib="optax")
+    assert_trees_close(a, b, rtol=1e-5)
+    assert _moved(a, params) > 1e-3
+
+
+def test_dog_init_step_is_checked():
+    with pytest.raises(ValueError, match="init_step kind"):
+        gradtx.scale_by_dog(("guess", 1.0))
+    with pytest.raises(TypeError, match="pair"):
+        gradtx.scale_by_dog(1e-6)
+    with pytest.raises(ValueError, match="init_step value"):
+        gradtx.dog(init_step=("distance", -1.0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx.core import ScalarOrSchedule, chain
+from gradtx.core import ScalarOrSchedule, chain, identity
 from gradtx.transforms.adaptive import scale_by_adam
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.layerwise import _fromage_shrink, scale_by_lars, scale_by_trust_ratio
@@ -16,7 +16,7 @@ from gradtx.transforms.noise import add_noise
 from gradtx.transforms.optimistic import scale_by_optimistic_gradient
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
 from gradtx.transforms.sign import scale_by_rprop, scale_by_sign
-from gradtx.transforms.step_size_free import scale_by_polyak
+from gradtx.transforms.step_size_free import scale_by_dog, scale_by_polyak
 
 __all__ = [
     "lamb",
@@ -28,6 +28,7 @@ __all__ = [
     "noisy_sgd",
     "polyak_sgd",
     "optimistic_gradient_descent",
+    "dog",
 ]
 
 
@@ -268,5 +269,37 @@ def optimistic_gradient_descent(
     """
     return chain(
         scale_by_optimistic_gradient(alpha, beta),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def dog(
+    learning_rate: ScalarOrSchedule = 1.0,
+    init_step: tuple[str, float] = ("heuristic", 1e-6),
+    eps: Any = 1e-8,
+    weight_decay: Any = None,
+    mask: Any = None,
+) -> chain:
+    """DoG: optional weight decay added to the gradient, :class:`scale_by_dog`, then ``−α``
+    (``α = 1`` is the paper's method; a schedule multiplies DoG's step size). The authors
+    recommend averaging the iterates (e.g. :func:`gradtx.param_ema`).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, gradtx
+        >>> f = lambda x: jnp.sum((x - 3.0) ** 2)
+        >>> opt, x = gradtx.dog(), jnp.zeros(2)
+        >>> state = opt.init(x)
+        >>> for _ in range(200):  # r̄ grows from 1e-6 until it matches the distance to travel
+        ...     u, state = opt.update(jax.grad(f)(x), state, x)
+        ...     x = gradtx.apply_updates(x, u)
+        >>> [round(float(v), 2) for v in x]
+        [3.0, 3.0]
+
+    Reference: Ivgi, Hinder & Carmon, "DoG is SGD's Best Friend: A Parameter-Free Dynamic Step
+    Size Schedule", ICML 2023.
+    """
+    return chain(
+        add_decayed_weights(weight_decay, mask) if weight_decay is not None else identity(),
+        scale_by_dog(init_step, eps),
         scale_by_learning_rate(learning_rate),
     )

@@ -22,6 +22,8 @@ __all__ = [
     "scale_by_polyak",
     "scale_by_distance_over_gradients",
     "ScaleByDistanceOverGradientsState",
+    "scale_by_dog",
+    "DoGState",
 ]
 
 _none = lambda x: x is None  # noqa: E731
@@ -115,6 +117,10 @@ class ScaleByDistanceOverGradientsState(NamedTuple):
 def _sq_norm(x: jax.Array) -> jax.Array:
     cd = tree_lib.compute_dtype(jnp.result_type(x))
     return jnp.sum(tree_lib.abs_sq(jnp.asarray(x).astype(cd)))
+
+
+def _cdt(x: Any) -> Any:
+    return tree_lib.compute_dtype(jnp.result_type(x))
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -220,3 +226,114 @@ class scale_by_distance_over_gradients(GradientTransformation):
 
         out = _map(step, updates, max_dist, g_sos)
         return out, ScaleByDistanceOverGradientsState(max_dist, g_sos, state.init_params)
+
+
+class DoGState(NamedTuple):
+    """Whether no step has been taken yet, the initial parameters, the largest distance from
+    them so far (``r̄``) and the running sum of squared gradient norms (``G``)."""
+
+    is_init_step: jax.Array
+    init_params: Any
+    max_dist: jax.Array
+    sum_sq_norm_grads: jax.Array
+
+
+_INIT_STEPS = ("heuristic", "distance", "learning_rate")
+
+
+@transform
+class scale_by_dog(GradientTransformation):
+    """Distance over Gradients (DoG): one learning-rate-free step size for all parameters.
+
+    Ivgi et al. (2023), Algorithm 1, with global norms over every parameter:
+
+    .. math::
+        \\bar r_t = \\max(\\bar r_{t-1}, \\lVert θ_t - θ_0\\rVert),\\quad
+        G_t = G_{t-1} + \\lVert g_t\\rVert^2,\\quad
+        u_t = \\frac{\\bar r_t}{\\sqrt{G_t + ε}}\\, g_t.
+
+    ``init_step`` sets the start: ``("heuristic", ρ)`` gives ``r̄_{−1} = ρ (1 + ‖θ_0‖)`` (the
+    paper's suggestion, ρ = 1e-6, or 1e-4 with batch normalisation); ``("distance", r)`` gives
+    ``r̄_{−1} = r``; ``("learning_rate", η)`` takes a first step of ``η g_0`` and starts from
+    ``r̄_{−1} = 0``. The output is ``+η_t g_t``: chain ``scale_by_learning_rate`` for descent.
+    ``init`` must receive the real initial parameters.
+
+    Args:
+        init_step: ``(kind, value)``, kind one of ``"heuristic"``, ``"distance"``,
+            ``"learning_rate"`` (a static setting: a new value recompiles).
+        eps: added under the square root (the paper has none).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.scale_by_dog(("distance", 0.5), eps=0.0)
+        >>> p = jnp.array([3.0, 4.0])
+        >>> u, _ = tx.update(jnp.array([0.0, 2.0]), tx.init(p), p)
+        >>> [round(float(x), 4) for x in u]  # 0.5 / 2 · g
+        [0.0, 0.5]
+
+    Reference: Ivgi, Hinder & Carmon, "DoG is SGD's Best Friend: A Parameter-Free Dynamic Step
+    Size Schedule", ICML 2023.
+    """
+
+    init_step: Any = static_field(("heuristic", 1e-6))
+    eps: Any = 1e-8
+
+    def _check(self):
+        o = "scale_by_dog"
+        try:
+            kind, value = self.init_step
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"{o}: init_step must be a pair (kind, value), got {self.init_step!r}"
+            ) from e
+        if kind not in _INIT_STEPS:
+            raise ValueError(f"{o}: init_step kind must be one of {_INIT_STEPS}, got {kind!r}")
+        check_nonnegative(o, "init_step value", value)
+        object.__setattr__(self, "init_step", (kind, float(value)))
+        check_nonnegative(o, "eps", self.eps)
+
+    def init(self, params):
+        kind, value = self.init_step
+        norm = tree_lib.tree_l2_norm(params)
+        r0 = {"heuristic": value * (1 + norm), "distance": value, "learning_rate": 0.0}[kind]
+        return DoGState(
+            is_init_step=jnp.array(True),
+            init_params=params,
+            max_dist=jnp.asarray(r0, norm.dtype),
+            sum_sq_norm_grads=jnp.zeros((), norm.dtype),
+        )
+
+    def update(self, updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError(
+                "scale_by_dog: update needs params (call update(updates, state, params))"
+            )
+        tree_lib.check_structure(updates, state.init_params, "scale_by_dog", "updates", "params")
+        delta = _map(
+            lambda p, p0: None if p is None else p.astype(_cdt(p)) - p0.astype(_cdt(p)),
+            params,
+            state.init_params,
+        )
+        dist = tree_lib.tree_l2_norm(delta)
+        max_dist = jnp.maximum(state.max_dist, dist.astype(state.max_dist.dtype))
+        g_sq = tree_lib.tree_l2_norm(updates, squared=True).astype(state.max_dist.dtype)
+        sum_sq = state.sum_sq_norm_grads + g_sq
+        den = jnp.sqrt(sum_sq + self.eps)
+        eta = jnp.where(den == 0, 0.0, max_dist / jnp.where(den == 0, 1.0, den))
+        kind, value = self.init_step
+        if kind == "learning_rate":
+            eta = jnp.where(state.is_init_step, value, eta)
+
+        def f(g):
+            if g is None:
+                return None
+            cd = tree_lib.compute_dtype(g.dtype)
+            return (g.astype(cd) * eta.astype(tree_lib.real_dtype(cd))).astype(g.dtype)
+
+        out = jax.tree_util.tree_map(f, updates, is_leaf=_none)
+        return out, DoGState(
+            is_init_step=jnp.array(False),
+            init_params=state.init_params,
+            max_dist=max_dist,
+            sum_sq_norm_grads=sum_sq,
+        )
