@@ -264,12 +264,14 @@ class MonitorState(NamedTuple):
     """Global norms seen on the last step (for logging) and the wrapped transform's state.
 
     ``grad_norm``: ``||g||`` of the updates coming in; ``update_norm``: ``||u||`` of the
-    updates going out; ``count``: steps seen.
+    updates going out; ``measurements``: ``{name: fn(g)}`` for the extra ``measures`` (of the
+    incoming updates); ``count``: steps seen.
     """
 
     count: jax.Array
     grad_norm: jax.Array
     update_norm: jax.Array
+    measurements: Any
     inner_state: Any
 
 
@@ -284,37 +286,78 @@ class monitor(GradientTransformation):
 
     Args:
         inner: the transform to wrap (default :class:`gradtx.identity`).
+        measures: extra ``{name: fn}`` measurements of the incoming updates (each ``fn`` maps
+            the updates to an array of fixed shape), kept in ``state.measurements``.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
-        >>> tx = gradtx.monitor(gradtx.sgd(0.1))
+        >>> tx = gradtx.monitor(gradtx.sgd(0.1), measures={"max": lambda g: jnp.max(g)})
         >>> u, s = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
         >>> round(float(s.grad_norm), 4), round(float(s.update_norm), 4)
         (5.0, 0.5)
+        >>> float(s.measurements["max"])
+        4.0
     """
 
     inner: Any = None
+    measures: Any = static_field(None)
 
     def _check(self):
-        object.__setattr__(
-            self, "inner", _as_member(identity() if self.inner is None else self.inner)
-        )
+        inner = identity() if self.inner is None else self.inner
+        object.__setattr__(self, "inner", _as_member(inner))
+        if self.measures is not None:
+            if not isinstance(self.measures, dict) or not all(
+                isinstance(k, str) and callable(f) for k, f in self.measures.items()
+            ):
+                raise TypeError(
+                    f"monitor: measures must be a dict {{name: function}}, got {self.measures!r}"
+                )
+            object.__setattr__(self, "measures", _FrozenDict(self.measures))
+
+    def _measure(self, updates: Any) -> dict:
+        return {k: jnp.asarray(f(updates)) for k, f in (self.measures or {}).items()}
 
     def init(self, params):
         zero = jnp.zeros([], jnp.float32)
+        measurements = jax.tree_util.tree_map(
+            lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(self._measure, params)
+        )
         return MonitorState(
             count=jnp.zeros([], jnp.int32),
             grad_norm=zero,
             update_norm=zero,
+            measurements=measurements,
             inner_state=self.inner.init(params),
         )
 
     def update(self, updates, state, params=None, **extra_args):
         new, inner = self.inner.update(updates, state.inner_state, params, **extra_args)
         dtype = state.grad_norm.dtype
+        measurements = jax.tree_util.tree_map(
+            lambda x, old: x.astype(old.dtype), self._measure(updates), state.measurements
+        )
         return new, MonitorState(
             count=tree_lib.safe_increment(state.count),
             grad_norm=tree_lib.global_norm(updates).astype(dtype),
             update_norm=tree_lib.global_norm(new).astype(dtype),
+            measurements=measurements,
             inner_state=inner,
         )
+
+
+@jax.tree_util.register_static
+class _FrozenDict(dict):
+    """A dict of functions held in the treedef (hashable by its items' identities)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted((k, id(v)) for k, v in self.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, dict)
+            and self.keys() == other.keys()
+            and all(self[k] is other[k] for k in self)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)

@@ -227,3 +227,33 @@ def test_hyperparameters_stay_leaves_through_wrappers(name):
     swept = jax.vmap(lambda lr: two_steps(make(lr), params))(lrs)
     _close(jax.tree_util.tree_map(lambda x: x[1], swept), out)
     assert not np.allclose(np.asarray(swept["dense"]["w"][0]), np.asarray(swept["dense"]["w"][1]))
+
+
+def test_monitor_measures_match_optax_monitor():
+    params, grad = _problem(7)
+    measures = {
+        "norm": optax.tree.norm,
+        "max_abs": lambda u: optax.tree.max(jax.tree_util.tree_map(jnp.abs, u)),
+    }
+    ours = gradtx.chain(gradtx.sgd(0.1, momentum=0.9), gradtx.monitor(measures=measures))
+    ref = optax.chain(optax.sgd(0.1, momentum=0.9), optax.monitor(measures))
+    s1, s2 = ours.init(params), ref.init(params)
+    for t in range(3):
+        g = _jx(grad(_np(params), t))
+        u1, s1 = jax.jit(ours.update)(g, s1, params)
+        u2, s2 = ref.update(g, s2, params)
+        _close(u1, u2)
+        for k in measures:
+            _close(s1[1].measurements[k], optax.tree.get(s2, k))
+        _close(s1[1].grad_norm, optax.tree.get(s2, "norm"))
+        params = optax.apply_updates(params, u1)
+    with pytest.raises(TypeError, match="measures must be a dict"):
+        gradtx.monitor(measures=[len])
+
+
+@pytest.mark.parametrize("mask", [{"dense": {"w": True, "b": False}, "scale": False}, True, False])
+def test_freeze_matches_optax_freeze(mask):
+    params, grad = _problem(8)
+    p1, _ = _run(gradtx.chain(gradtx.freeze(mask), gradtx.adam(0.1)), params, grad, 3)
+    p2, _ = _run(optax.chain(optax.freeze(mask), optax.adam(0.1)), params, grad, 3)
+    _close(p1, p2)
