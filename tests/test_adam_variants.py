@@ -34,14 +34,17 @@ def run_gradtx(opt, params, grad, steps=STEPS):
     """Iterates of a gradtx optimizer (jitted update, NumPy gradient oracle), as leaf lists."""
     p = jax.tree_util.tree_map(jnp.asarray, params)
     state = opt.init(p)
-    step = jax.jit(lambda g, s, p: opt.update(g, s, p))
+    step = jax.jit(lambda g, s, p: _apply(gradtx.apply_updates, p, *opt.update(g, s, p)))
     out = []
     for t in range(steps):
         g = grad(jax.tree_util.tree_map(np.asarray, p), t)
-        u, state = step(g, state, p)
-        p = gradtx.apply_updates(p, u)
+        p, state = step(g, state, p)
         out.append(_leaves(p))
     return out
+
+
+def _apply(apply, params, updates, state):
+    return apply(params, updates), state
 
 
 def run_numpy(step, params, grad, steps=STEPS):
@@ -61,12 +64,11 @@ def run_numpy(step, params, grad, steps=STEPS):
 def run_optax(opt, params, grad, steps=STEPS):
     p = jax.tree_util.tree_map(jnp.asarray, params)
     state = opt.init(p)
-    step = jax.jit(lambda g, s, p: opt.update(g, s, p))
+    step = jax.jit(lambda g, s, p: _apply(optax.apply_updates, p, *opt.update(g, s, p)))
     out = []
     for t in range(steps):
         g = grad(jax.tree_util.tree_map(np.asarray, p), t)
-        u, state = step(g, state, p)
-        p = optax.apply_updates(p, u)
+        p, state = step(g, state, p)
         out.append(_leaves(p))
     return out
 
@@ -94,7 +96,7 @@ def per_leaf(fn):
 
     def step(thetas, gs, t, mem):
         return [
-            fn(th, g, t, mem.setdefault(i, {}))
+            fn(th, g, t, mem.setdefault(i, {"i": i}))
             for i, (th, g) in enumerate(zip(thetas, gs, strict=True))
         ]
 
@@ -150,10 +152,11 @@ def np_yogi(lr, b1, b2, eps, v0):
     return per_leaf(fn)
 
 
-def np_adan(lr, b1, b2, b3, eps, eps_root, wd):
+def np_adan(lr, b1, b2, b3, eps, eps_root, wd, decays=None):
     """Xie et al. 2022, Algorithm 1 with the paper's β = 1 − b, m_0 = g_0, n_0 = g_0²,
     v_0 = 0, v_1 = g_1 − g_0, and the proximal step of line 7."""
     p1, p2, p3 = 1 - b1, 1 - b2, 1 - b3  # the paper's betas
+    rate = lr if callable(lr) else (lambda t: lr)
 
     def fn(theta, g, t, mem):
         if t == 1:
@@ -164,19 +167,21 @@ def np_adan(lr, b1, b2, b3, eps, eps_root, wd):
             v = d if t == 2 else (1 - p2) * mem["v"] + p2 * d
             n = (1 - p3) * mem["n"] + p3 * (g + (1 - p2) * d) ** 2
         mem.update(m=m, v=v, n=n, g=g)
-        eta = lr / (np.sqrt(n + eps_root) + eps)
-        return (theta - eta * (m + (1 - p2) * v)) / (1 + wd * lr)
+        eta = rate(t) / (np.sqrt(n + eps_root) + eps)
+        lam = wd if decays is None or decays[mem["i"]] else 0.0
+        return (theta - eta * (m + (1 - p2) * v)) / (1 + lam * rate(t))
 
     return per_leaf(fn)
 
 
-def np_novograd(lr, b1, b2, eps, wd):
+def np_novograd(lr, b1, b2, eps, wd, decays=None):
     """Ginsburg et al. 2019, Algorithm 1 (per layer; v_1 = ‖g_1‖², m_1 = g_1/√v_1 + d w_1)."""
 
     def fn(theta, g, t, mem):
         sq = np.sum(g * g)
         v = sq if t == 1 else b2 * mem["v"] + (1 - b2) * sq
-        a = g / (np.sqrt(v) + eps) + wd * theta
+        lam = wd if decays is None or decays[mem["i"]] else 0.0
+        a = g / (np.sqrt(v) + eps) + lam * theta
         m = a if t == 1 else b1 * mem["m"] + a
         mem.update(v=v, m=m)
         return theta - lr * m
@@ -251,6 +256,31 @@ def test_adan_matches_paper(x64, wd):
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_novograd_matches_paper(x64, wd):
     check_paper(gradtx.novograd(0.01, weight_decay=wd), np_novograd(0.01, 0.9, 0.25, 1e-6, wd))
+
+
+MASK = {"dense": {"w": True, "b": False}, "scale": False}
+
+
+def test_adan_weight_decay_mask_and_schedule(x64):
+    decays = jax.tree_util.tree_leaves(MASK)
+    check_paper(
+        gradtx.adan(0.01, weight_decay=0.3, mask=MASK),
+        np_adan(0.01, 0.98, 0.92, 0.99, 1e-8, 1e-8, 0.3, decays),
+    )
+    # A learning-rate schedule reaches both the step and the proximal decay (t counts from 0).
+    lr = lambda count: 0.02 / (1.0 + 0.01 * count)  # noqa: E731
+    check_paper(
+        gradtx.adan(lr, weight_decay=0.3),
+        np_adan(lambda t: 0.02 / (1.0 + 0.01 * (t - 1)), 0.98, 0.92, 0.99, 1e-8, 1e-8, 0.3),
+    )
+
+
+def test_novograd_weight_decay_mask(x64):
+    decays = jax.tree_util.tree_leaves(MASK)
+    check_paper(
+        gradtx.novograd(0.01, weight_decay=0.05, mask=MASK),
+        np_novograd(0.01, 0.9, 0.25, 1e-6, 0.05, decays),
+    )
 
 
 def test_lion_matches_paper(x64):
@@ -335,7 +365,7 @@ def test_zero_gradients_in_low_precision(name, dtype):
     dtypes = jax.tree_util.tree_map(lambda x: x.dtype, state)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     for _ in range(3):
-        u, state = opt.update(zeros, state, params)
+        u, state = jax.jit(opt.update)(zeros, state, params)
         for leaf in jax.tree_util.tree_leaves(u):
             assert leaf.dtype == dtype
             assert bool(jnp.all(jnp.isfinite(leaf.astype(jnp.float32))))

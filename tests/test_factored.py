@@ -213,7 +213,7 @@ def test_factored_rms_float16_state_and_zero_grads():
     state = tx.init(p)
     dtypes = jax.tree_util.tree_map(lambda x: x.dtype, state)
     for _ in range(3):
-        u, state = tx.update(jax.tree_util.tree_map(jnp.zeros_like, p), state, p)
+        u, state = jax.jit(tx.update)(jax.tree_util.tree_map(jnp.zeros_like, p), state, p)
         assert u["w"].dtype == jnp.float16 and u["b"].dtype == jnp.bfloat16
         assert all(bool(jnp.all(x == 0)) for x in jax.tree_util.tree_leaves(u))
     assert jax.tree_util.tree_map(lambda x: x.dtype, state) == dtypes
@@ -292,7 +292,7 @@ def test_sm3_zero_grads_low_precision():
     p = {"w": jnp.ones((3, 4), jnp.float16), "b": jnp.zeros((4,), jnp.bfloat16)}
     state = tx.init(p)
     for _ in range(2):
-        u, state = tx.update(jax.tree_util.tree_map(jnp.zeros_like, p), state, p)
+        u, state = jax.jit(tx.update)(jax.tree_util.tree_map(jnp.zeros_like, p), state, p)
         assert all(bool(jnp.all(x == 0)) for x in jax.tree_util.tree_leaves(u))
         assert u["w"].dtype == jnp.float16
 
