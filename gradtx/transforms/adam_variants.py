@@ -357,6 +357,8 @@ class scale_by_adan(GradientTransformation):
 
     ``variant="paper"`` (default) initialises as the box does: ``m_0 = g_0``, ``n_0 = |g_0|^2``,
     ``v_0 = 0`` and ``v_1 = g_1 − g_0``, with no bias correction.
+    The box writes the step size as ``η / √(n_k + ε)``: ``eps=0, eps_root=ε`` gives it exactly
+    (:func:`gradtx.adan` defaults to optax's ``eps = eps_root = 1e-8``).
 
     ``variant="optax"`` gives optax's numbers: all moments start at 0 and are divided by
     ``1 − b^k`` (as the authors' code does, with ``Δ_1 = 0``), and the difference is weighted by
