@@ -26,10 +26,13 @@ from gradtx.core import (
     _as_member,
     _StaticFn,
     broadcast_mask,
+    chain,
+    check_range,
     set_to_zero,
     static_field,
     transform,
 )
+from gradtx.transforms.scaling import scale
 
 __all__ = [
     "MaskedNode",
@@ -330,6 +333,7 @@ class ParamGroup(NamedTuple):
     overrides: dict
     optimizer: Any
     name: str | None
+    lr_scale: Any = None
 
 
 def group(
@@ -338,6 +342,7 @@ def group(
     where: Callable[[str, Any], bool] | None = None,
     name: str | None = None,
     optimizer: Any = None,
+    lr_scale: Any = None,
     **overrides: Any,
 ) -> ParamGroup:
     """A parameter group for :func:`param_groups`: a selection plus hyperparameter overrides.
@@ -348,6 +353,9 @@ def group(
         ndim, where: further conditions, as in :class:`select`.
         name: the group's label (its state is kept under it); default ``group<i>``.
         optimizer: a ready transform for this group, instead of overrides.
+        lr_scale: multiply this group's updates by this factor (a leaf), after its optimizer:
+            for every optimizer whose last step is ``scale_by_learning_rate`` (all of
+            gradtx's), this is the learning rate times ``lr_scale``, schedules included.
         **overrides: keyword arguments passed to the optimizer factory for this group,
             over the common ones (e.g. ``weight_decay=0.0``, ``learning_rate=5e-4``).
 
@@ -370,7 +378,10 @@ def group(
             f"group: give either optimizer or hyperparameter overrides, got both "
             f"(overrides {sorted(overrides)})"
         )
-    return ParamGroup(selector=sel, overrides=dict(overrides), optimizer=optimizer, name=name)
+    check_range("group", "lr_scale", lr_scale)
+    return ParamGroup(
+        selector=sel, overrides=dict(overrides), optimizer=optimizer, name=name, lr_scale=lr_scale
+    )
 
 
 @jax.tree_util.register_static
@@ -472,10 +483,10 @@ def param_groups(
             raise TypeError(f"param_groups: {owner} has no optimizer and no factory was given")
         return optimizer(**{**common, **overrides})
 
-    transforms = {
-        n: build(f"group {n!r}", g.overrides, g.optimizer)
-        for n, g in zip(names, groups, strict=True)
-    }
+    transforms = {}
+    for n, g in zip(names, groups, strict=True):
+        tx = build(f"group {n!r}", g.overrides, g.optimizer)
+        transforms[n] = tx if g.lr_scale is None else chain(tx, scale(g.lr_scale))
     default_name = None
     if default is True:
         default = {}

@@ -260,6 +260,17 @@ def test_param_groups_select_intended_leaves_and_apply_group_hyperparameters(x64
     got = dict(zip(_paths(out), jax.tree_util.tree_leaves(out), strict=True))
     for k in ref:
         np.testing.assert_allclose(np.asarray(got[k]), ref[k], rtol=1e-10, atol=1e-12)  # fmt: skip
+    # lr_scale=0.5 on the group is the same as halving its learning rate
+    scaled = gradtx.param_groups(
+        gradtx.adamw,
+        [gradtx.group("*bias", "*norm*", "*ln*", weight_decay=0.0, lr_scale=0.5)],
+        default=True,
+        learning_rate=lr,
+        weight_decay=wd,
+    )
+    out_scaled, _ = _run(scaled, params, grad_tree, 4)
+    for k, x in zip(_paths(out_scaled), jax.tree_util.tree_leaves(out_scaled), strict=True):
+        np.testing.assert_allclose(np.asarray(x), ref[k], rtol=1e-10, atol=1e-12)
     # and the per-group learning rates really differ: the no-decay group moved half as far
     # on its first step (Adam's first step is ±lr per coordinate)
     one, _ = _run(opt, params, grad_tree, 1)
