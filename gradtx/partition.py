@@ -65,10 +65,6 @@ class PartitionState(NamedTuple):
     inner_states: Any
 
 
-def _is_masked(x: Any) -> bool:
-    return isinstance(x, MaskedNode)
-
-
 def _hide(tree: Any, keep: Any) -> Any:
     """``tree`` with every leaf whose ``keep`` entry is False replaced by :class:`MaskedNode`."""
     return jax.tree_util.tree_map(lambda m, x: x if m else MaskedNode(), keep, tree)
