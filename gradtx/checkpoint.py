@@ -95,7 +95,9 @@ def _leaf_dtype(leaf: Any) -> Any:
     return dtype if dtype is not None else jnp.result_type(leaf)
 
 
-def load_state_dict(template: Any, mapping: Mapping[str, Any], *, sep: str = "/") -> Any:
+def load_state_dict(
+    template: Any, mapping: Mapping[str, Any], *, sep: str = "/", strict: bool = True
+) -> Any:
     """Rebuild a state with the structure of ``template`` from a :func:`state_dict` mapping.
 
     Each array is converted to the dtype of the template's leaf at the same key. When the keys
@@ -108,6 +110,9 @@ def load_state_dict(template: Any, mapping: Mapping[str, Any], *, sep: str = "/"
             ``jax.eval_shape(opt.init, params)``.
         mapping: the flat dict (or an ``np.load`` archive) made by :func:`state_dict`.
         sep: the separator used when the mapping was made.
+        strict: when False, keys missing from the mapping keep the template's values (e.g.
+            the fresh state of a stateful member added to a :class:`gradtx.named_chain`) and
+            unexpected keys are ignored; mis-shaped keys are still an error.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -129,6 +134,8 @@ def load_state_dict(template: Any, mapping: Mapping[str, Any], *, sep: str = "/"
             want, got = tuple(np.shape(leaf)), tuple(np.shape(mapping[k]))
             if want != got:
                 misshaped.append(f"{k} (expected {want}, got {got})")
+    if not strict:
+        missing, unexpected = [], []
     if missing or unexpected or misshaped:
         parts = []
         if missing:
@@ -140,5 +147,5 @@ def load_state_dict(template: Any, mapping: Mapping[str, Any], *, sep: str = "/"
         raise ValueError(
             "load_state_dict: the mapping does not fit the template: " + "; ".join(parts)
         )
-    leaves = [_as_dtype(mapping[k], _leaf_dtype(leaf)) for k, leaf in named]
+    leaves = [_as_dtype(mapping[k], _leaf_dtype(leaf)) if k in keys else leaf for k, leaf in named]
     return jax.tree_util.tree_unflatten(treedef, leaves)

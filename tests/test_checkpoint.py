@@ -182,3 +182,21 @@ def test_readme_composition_examples_run_and_print_what_they_say(capsys):
         with contextlib.redirect_stdout(out):
             exec(compile(block, "composition.md", "exec"), {})
         assert out.getvalue().splitlines() == expected, block
+
+
+def test_non_strict_loading_keeps_fresh_state_for_a_new_stateful_member():
+    params, grad = _params()
+    old = gradtx.named_chain(("adam", gradtx.scale_by_adam()), ("lr", gradtx.scale(-0.1)))
+    _, state = _train(old, params, old.init(params), grad, 3)
+    saved = dict(gradtx.state_dict(state), **{"gone/count": np.zeros((), np.int32)})
+    new = gradtx.named_chain(
+        ("adam", gradtx.scale_by_adam()), ("ema", gradtx.ema(0.9)), ("lr", gradtx.scale(-0.1))
+    )
+    with pytest.raises(ValueError, match=r"missing keys \['ema/count', 'ema/ema/dense/b'"):
+        gradtx.load_state_dict(new.init(params), saved)
+    restored = gradtx.load_state_dict(new.init(params), saved, strict=False)
+    _identical(restored["adam"], state["adam"])
+    _identical(restored["ema"], new.init(params)["ema"])
+    bad = dict(saved, **{"adam/count": np.zeros(2, np.int32)})
+    with pytest.raises(ValueError, match="mis-shaped keys"):
+        gradtx.load_state_dict(new.init(params), bad, strict=False)
