@@ -237,7 +237,8 @@ class constant_schedule(BaseSchedule):
         check_range("constant_schedule", "value", self.value)
 
     def __call__(self, count):
-        return jnp.full(jnp.shape(count), self.value)
+        shape = jnp.broadcast_shapes(jnp.shape(count), jnp.shape(self.value))
+        return jnp.broadcast_to(jnp.asarray(self.value), shape)
 
 
 @transform

@@ -333,3 +333,34 @@ def test_inject_hyperparams_reads_and_refuses_replace():
     # The float hyperparameters take the dtype asked for.
     opt16 = gradtx.inject_hyperparams(gradtx.sgd, hyperparam_dtype=jnp.bfloat16)(0.1)
     assert opt16.init(p).hyperparams["learning_rate"].dtype == jnp.bfloat16
+
+
+def test_replace_under_vmap_sweeps_learning_rates():
+    # replace accepts traced values: one vmapped call runs a sweep of learning rates.
+    opt = gradtx.sgd(0.1, momentum=0.5)
+    params = {"w": jnp.ones(2)}
+
+    def first_two_steps(lr):
+        o = gradtx.replace(opt, learning_rate=lr)
+        s = o.init(params)
+        p = params
+        for _ in range(2):
+            u, s = o.update(p, s, p)  # gradient of ½‖w‖²
+            p = gradtx.apply_updates(p, u)
+        return p["w"][0], gradtx.hyperparams(o, s)["learning_rate"]
+
+    lrs = jnp.array([0.1, 0.2, 0.3])
+    w, reported = jax.jit(jax.vmap(first_two_steps))(lrs)
+    # NumPy: m1 = 1, w1 = 1 - a; m2 = w1 + 0.5, w2 = w1 - a m2.
+    a = np.array([0.1, 0.2, 0.3])
+    w1 = 1 - a
+    np.testing.assert_allclose(np.asarray(w), w1 - a * (w1 + 0.5), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(reported), a, rtol=1e-7)
+
+
+def test_hyperparams_reads_an_optax_inject_hyperparams_member():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.25)
+    opt = gradtx.chain(gradtx.clip(1.0), inner)
+    state = opt.init({"w": jnp.zeros(2)})
+    h = gradtx.hyperparams(opt, state)
+    assert float(h["learning_rate"]) == 0.25
