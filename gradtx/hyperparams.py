@@ -104,7 +104,7 @@ def _walk(tx: Any, state: Any, route: tuple, labels: tuple, out: list[_Entry]) -
     if not dataclasses.is_dataclass(tx):
         return
     entries = getattr(tx, "_hyperparam_entries", None)
-    owner = type(tx).__name__
+    owner = getattr(tx, "_hyperparam_owner", type(tx).__name__)
     if entries is not None:
         for name, value, count, injected in entries(state):
             out.append(_Entry(route, labels, owner, name, value, count, injected))
@@ -471,6 +471,10 @@ class InjectedHyperparams(GradientTransformation):
         return updates, InjectHyperparamsState(
             count=tree_lib.safe_increment(state.count), hyperparams=hp, inner_state=inner_state
         )
+
+    @property
+    def _hyperparam_owner(self) -> str:
+        return getattr(self.factory, "__name__", "inject_hyperparams")
 
     def _hyperparam_entries(self, state: Any) -> Iterable[tuple]:
         hp = getattr(state, "hyperparams", None)

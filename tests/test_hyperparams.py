@@ -328,6 +328,10 @@ def test_inject_hyperparams_reads_and_refuses_replace():
     assert float(h["momentum"]) == 0.5
     with pytest.raises(ValueError, match=r"state.hyperparams\['momentum'\]"):
         gradtx.replace(opt, momentum=0.1)
+    # Inside a chain, a name shared with another member is qualified by the factory's name.
+    both = gradtx.chain(opt, gradtx.scale_by_learning_rate(0.3))
+    h = gradtx.hyperparams(both, both.init(p))
+    assert h.keys() == {"sgd/learning_rate", "scale_by_learning_rate/learning_rate", "momentum"}
     with pytest.raises(ValueError, match="static_args"):
         gradtx.inject_hyperparams(gradtx.sgd, static_args="nope")
     # The float hyperparameters take the dtype asked for.
