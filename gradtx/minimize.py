@@ -9,6 +9,7 @@ iteration and evaluation counts can be compared.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -135,22 +136,11 @@ def _maybe_print(print_every, k, f, gnorm, nfev):
         )
 
 
-def _solve(
-    fun,
-    x0,
-    args,
-    lower,
-    upper,
-    maxiter,
-    maxfev,
-    gtol,
-    ftol,
-    maxls,
-    *,
-    memory_size,
-    print_every,
-    bounded,
-):
+def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
+    # ``options`` packs the numeric settings into one array (one host-to-device transfer).
+    maxiter, maxfev, maxls = (options[i].astype(jnp.int32) for i in (0, 1, 4))
+    gtol, ftol = options[2], options[3]
+    bounded = bounds is not None
     x_flat, unravel = ravel_pytree(x0)
     dt = x_flat.dtype
 
@@ -158,8 +148,7 @@ def _solve(
         return jnp.asarray(fun(unravel(v), *args)).astype(dt)
 
     vg = jax.value_and_grad(f)
-    lo = jnp.asarray(lower, dt)
-    hi = jnp.asarray(upper, dt)
+    lo, hi = (jnp.asarray(b, dt) for b in bounds) if bounded else (None, None)
     proj = (lambda v: jnp.clip(v, lo, hi)) if bounded else (lambda v: v)
 
     def pg_norm(x, g):
@@ -272,7 +261,10 @@ def _solve(
     )
 
 
-_solve_jit = jax.jit(_solve, static_argnames=("fun", "memory_size", "print_every", "bounded"))
+@functools.lru_cache(maxsize=64)
+def _compiled(fun: Callable, memory_size: int, print_every: int) -> Callable:
+    """The jitted solver for one objective (a plain positional call: jit's fast dispatch path)."""
+    return jax.jit(functools.partial(_solve, fun, memory_size=memory_size, print_every=print_every))
 
 
 def _bound_tree(b: Any, x0: Any, fill: float, which: str) -> Any:
@@ -403,27 +395,15 @@ def minimize(
                 f"minimize: bounds must have lower <= upper, got lower {lo_np[i]} > upper "
                 f"{hi_np[i]} at flat index {i}"
             )
-        lower, upper = lo_flat, hi_flat
-    else:
-        lower = upper = np.zeros((), np.float64)
-    return _solve_jit(
-        fun,
-        x0,
-        tuple(args),
-        lower,
-        upper,
-        maxiter,
-        maxfev,
-        gtol,
-        ftol,
-        maxls,
-        memory_size=int(memory_size),
-        print_every=int(print_every),
-        bounded=bounded,
-    )
+        bounds = (lo_flat, hi_flat)
+    options = np.array([maxiter, maxfev, gtol, ftol, maxls], np.float64)
+    solver = _compiled(fun, int(memory_size), int(print_every))
+    return solver(x0, tuple(args), bounds, options)
 
 
 def _as_float(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact):
+        return leaf
     a = jnp.asarray(leaf)
     if not jnp.issubdtype(a.dtype, jnp.inexact):
         a = a.astype(jnp.result_type(float))
