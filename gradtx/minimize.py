@@ -119,8 +119,8 @@ def _stop_status(f_old, f_new, pgnorm, k, nfev, ls_status, progressed, maxiter, 
     status = jnp.where(nfev >= maxfev, MinimizeStatus.MAXFEV, status)
     status = jnp.where(k >= maxiter, MinimizeStatus.MAXITER, status)
     status = jnp.where(progressed & rel, MinimizeStatus.FTOL, status)
-    status = jnp.where(pgnorm <= gtol, MinimizeStatus.GTOL, status)
     status = jnp.where(progressed, status, ls_fail)
+    status = jnp.where(pgnorm <= gtol, MinimizeStatus.GTOL, status)
     status = jnp.where(
         jnp.isfinite(f_new) & jnp.isfinite(pgnorm), status, MinimizeStatus.NON_FINITE
     )
@@ -230,7 +230,8 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     def _advance(s, x_new, f_new, g_new, info, opt):
         k = s.k + 1
         nfev = s.nfev + info.num_linesearch_steps
-        progressed = f_new < s.f
+        # A step the line search accepted counts as progress even where f is flat to rounding.
+        progressed = (f_new < s.f) | (info.status == LinesearchStatus.SUCCESS)
         pgn = pg_norm(x_new, g_new)
         status = _stop_status(
             s.f, f_new, pgn, k, nfev, info.status, progressed, maxiter, maxfev, gtol, ftol
