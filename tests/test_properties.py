@@ -198,3 +198,32 @@ def test_grad_wrt_learning_rate(case, x64):
     fd = (loss_after_step(lr + h) - loss_after_step(lr - h)) / (2 * h)
     assert np.isfinite(float(g))
     np.testing.assert_allclose(float(g), float(fd), rtol=1e-5, atol=1e-9)
+
+
+# rprop's "learning rate" is its initial per-coordinate step size, not a factor per step, so it
+# takes no schedule (it raises a TypeError saying so).
+_NO_SCHEDULE = {"rprop"}
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name not in _NO_SCHEDULE], ids=lambda c: c.name
+)
+def test_scheduled_learning_rate_compiles_once(case):
+    params = _params(jnp.float32)
+
+    @jax.jit
+    def step(opt, params, state, t):
+        return _step(opt, case, params, state, t)
+
+    sched = gradtx.linear_schedule(case.lr, case.lr * 0.5, 10)
+    opt = case.make(sched)
+    state = opt.init(params)
+    params, state, _ = step(opt, params, state, jnp.asarray(0))
+    other = case.make(gradtx.linear_schedule(case.lr * 0.3, case.lr * 0.1, 20))
+    jax.block_until_ready(other)
+    with count_compilations() as c:
+        p2, _, _ = step(other, params, state, jnp.asarray(1))
+        jax.block_until_ready(p2)
+    assert c["n"] == 0, f"{case.name}: recompiled for a new schedule"
+    lrs = {k: v for k, v in gradtx.hyperparams(other, state).items() if "learning_rate" in k}
+    assert lrs, f"{case.name}: hyperparams does not report the learning rate"

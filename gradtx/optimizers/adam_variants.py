@@ -226,12 +226,15 @@ def optimistic_adam(
 
     Reference: Daskalakis, Ilyas, Syrgkanis & Zeng, "Training GANs with Optimism", ICLR 2018.
     """
+    adam = scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+    if optimism is None:
+        # β = α: θ_t = θ_{t−1} − α (2 û_t − û_{t−1}), with the learning rate its own leaf (so
+        # ``hyperparams`` reports it and ``replace(learning_rate=...)`` changes it).
+        return chain(
+            adam, scale_by_optimistic_gradient(1.0, 1.0), scale_by_learning_rate(learning_rate)
+        )
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
-        scale_by_optimistic_gradient(
-            alpha=learning_rate, beta=learning_rate if optimism is None else optimism
-        ),
-        scale(-1.0),
+        adam, scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism), scale(-1.0)
     )
 
 

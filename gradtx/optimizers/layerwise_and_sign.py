@@ -10,7 +10,7 @@ from typing import Any
 from gradtx.core import ScalarOrSchedule, chain, identity
 from gradtx.transforms.adaptive import scale_by_adam
 from gradtx.transforms.decay import add_decayed_weights
-from gradtx.transforms.layerwise import _fromage_shrink, scale_by_lars, scale_by_trust_ratio
+from gradtx.transforms.layerwise import _fromage_step, scale_by_lars, scale_by_trust_ratio
 from gradtx.transforms.momentum import ema, trace
 from gradtx.transforms.noise import add_noise
 from gradtx.transforms.optimistic import scale_by_optimistic_gradient
@@ -104,9 +104,9 @@ def lars(
 
 def fromage(learning_rate: ScalarOrSchedule, min_norm: Any = 1e-6) -> chain:
     """Fromage: ``θ ← (θ − α ‖θ‖/‖g‖ · g) / √(1 + α²)`` per block (Bernstein et al., 2020,
-    Algorithm 1): :class:`scale_by_trust_ratio`, ``−α/√(1+α²)``, then the shrink
-    ``u ← u + (1/√(1+α²) − 1) θ``. Both norms are floored at ``min_norm`` (the paper has no
-    floor; it only matters for blocks of norm below ``min_norm``).
+    Algorithm 1): :class:`scale_by_trust_ratio`, then the step and shrink
+    ``u ← −α r/√(1+α²) + (1/√(1+α²) − 1) θ``. Both norms are floored at ``min_norm`` (the
+    paper has no floor; it only matters for blocks of norm below ``min_norm``).
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -120,20 +120,7 @@ def fromage(learning_rate: ScalarOrSchedule, min_norm: Any = 1e-6) -> chain:
     Reference: Bernstein, Vahdat, Yue & Liu, "On the distance between two neural networks and
     the stability of learning", NeurIPS 2020.
     """
-    if callable(learning_rate):
-        lr_fn = learning_rate
-
-        def step(count: Any) -> Any:
-            lr = lr_fn(count)
-            return lr * (1 + lr**2) ** -0.5
-
-    else:
-        step = learning_rate * (1 + learning_rate**2) ** -0.5
-    return chain(
-        scale_by_trust_ratio(min_norm),
-        scale_by_learning_rate(step),
-        _fromage_shrink(learning_rate),
-    )
+    return chain(scale_by_trust_ratio(min_norm), _fromage_step(learning_rate))
 
 
 def sign_sgd(learning_rate: ScalarOrSchedule) -> chain:

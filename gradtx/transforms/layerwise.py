@@ -345,8 +345,13 @@ class normalize_by_update_norm(GradientTransformation):
 
 
 @transform
-class _fromage_shrink(GradientTransformation):
-    """Fromage's shrink written as an additive term: ``u ← u + ((1 + α²)^{-1/2} − 1) θ``."""
+class _fromage_step(GradientTransformation):
+    """Fromage's step on a trust-ratio-scaled update ``r``:
+    ``u ← −α (1 + α²)^{-1/2} r + ((1 + α²)^{-1/2} − 1) θ``, so ``θ + u = (θ − α r) / √(1 + α²)``.
+
+    Holding the learning rate itself (not ``α/√(1+α²)``) keeps it a leaf that
+    :func:`gradtx.hyperparams` reports and :func:`gradtx.replace` changes, constant or scheduled.
+    """
 
     learning_rate: Any
 
@@ -359,13 +364,14 @@ class _fromage_shrink(GradientTransformation):
         _need_params(params, "fromage")
         count = state.count if isinstance(state, CountState) else None
         lr = hyper(self.learning_rate, count)
-        coef = (1 + lr**2) ** -0.5 - 1
+        shrink = (1 + lr**2) ** -0.5
 
         def f(u, p):
             if u is None:
                 return None
             cd = _cd(u)
-            return (u.astype(cd) + coef * jnp.asarray(p).astype(cd)).astype(u.dtype)
+            out = -lr * shrink * u.astype(cd) + (shrink - 1) * jnp.asarray(p).astype(cd)
+            return out.astype(u.dtype)
 
         if count is not None:
             state = CountState(count=tree_lib.safe_increment(count))
