@@ -178,14 +178,15 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         gamma = identity_scale(
             g_free, mem.diff_updates_memory, mem.weights_memory, mem.num_pairs, True
         )
-        d = -two_loop(
-            g_free,
-            mem.diff_params_memory,
-            mem.diff_updates_memory,
-            mem.weights_memory,
-            mem.num_pairs,
-            gamma,
-        )
+        # The model restricted to the free variables: pairs with the held coordinates removed
+        # (a pair whose restricted curvature is not positive is left out).
+        free = ~active
+        s_f = jnp.where(free, mem.diff_params_memory, 0.0)
+        y_f = jnp.where(free, mem.diff_updates_memory, 0.0)
+        sy_f = jnp.sum(s_f * y_f, axis=1)
+        ok = (mem.weights_memory > 0) & (sy_f > jnp.finfo(dt).eps * jnp.sum(y_f * y_f, axis=1))
+        w_f = jnp.where(ok, 1.0 / jnp.where(ok, sy_f, 1.0), 0.0).astype(dt)
+        d = -two_loop(g_free, s_f, y_f, w_f, mem.num_pairs, gamma)
         blocked = active | ((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0))
         d = jnp.where(blocked, 0.0, d)
         slope = jnp.vdot(g, d)
@@ -315,9 +316,9 @@ def minimize(
 
     With ``bounds=(lower, upper)`` it runs projected L-BFGS in the manner of L-BFGS-B: the
     variables at a bound whose gradient points outward are held fixed, the quasi-Newton direction
-    is computed on the others, the line search follows the projected path
-    ``P(x + t d) = clip(x + t d, lower, upper)``, and curvature pairs with
-    ``<s, y> <= ε_mach <y, y>`` are skipped. The stopping test uses the projected gradient.
+    is computed on the others (from the curvature pairs restricted to them), the line search
+    follows the projected path ``P(x + t d) = clip(x + t d, lower, upper)``, and curvature pairs
+    with ``<s, y> <= ε_mach <y, y>`` are skipped. The stopping test uses the projected gradient.
 
     Stops (SciPy's rules) when ``max_i |P(x − ∇f) − x|_i <= gtol``, or when
     ``(f_k − f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``, or at ``maxiter`` iterations or

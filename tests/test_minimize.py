@@ -119,6 +119,7 @@ def test_bounds_active_at_the_solution_match_scipy(x64, n):
     np.testing.assert_array_equal(np.isclose(x, upper) | np.isclose(x, lower), active_ref)
     assert np.all(x >= lower) and np.all(x <= upper)
     np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-10)
+    assert int(res.nfev) <= 1.3 * ref.nfev, (int(res.nfev), ref.nfev)
 
 
 def test_pytree_bounds_with_unbounded_leaves(x64):
