@@ -45,6 +45,8 @@ class MinimizeStatus(enum.IntEnum):
     NON_FINITE = 6
 
 
+_LAST_SUCCESS = int(MinimizeStatus.FTOL)  # a plain int: comparing with the enum is slow
+
 _MESSAGES = {
     MinimizeStatus.GTOL: "converged: max |projected gradient| <= gtol",
     MinimizeStatus.FTOL: "converged: relative reduction of f <= ftol",
@@ -58,6 +60,9 @@ _MESSAGES = {
 
 class MinimizeResult(NamedTuple):
     """The outcome of :func:`minimize`.
+
+    ``x`` and ``grad`` are JAX arrays; the scalars are NumPy scalars (JAX scalars when
+    :func:`minimize` is called inside a traced function).
 
     Attributes:
         x: the solution, with the structure of ``x0``.
@@ -251,15 +256,28 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     )
     body = body_bounded if bounded else body_unbounded
     s = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, init)
+    # Few outputs: each output buffer costs a few microseconds per call on CPU.
+    fstats = jnp.stack([s.f, pg_norm(s.x, s.g)]).astype(dt)
+    istats = jnp.stack([s.k, s.nfev, s.status]).astype(jnp.int32)
+    return unravel(s.x), unravel(s.g), fstats, istats
+
+
+def _result(x, g, fstats, istats) -> MinimizeResult:
+    if isinstance(fstats, jax.core.Tracer) or isinstance(istats, jax.core.Tracer):
+        f, gn = fstats[0], fstats[1]
+        nit, nfev, status = istats[0], istats[1], istats[2]
+    else:  # one transfer each, then NumPy scalars (no further device dispatches)
+        f, gn = np.asarray(fstats)
+        nit, nfev, status = np.asarray(istats)
     return MinimizeResult(
-        x=unravel(s.x),
-        fun=s.f,
-        grad=unravel(s.g),
-        grad_norm=pg_norm(s.x, s.g),
-        nit=s.k,
-        nfev=s.nfev,
-        status=s.status,
-        success=s.status <= MinimizeStatus.FTOL,
+        x=x,
+        fun=f,
+        grad=g,
+        grad_norm=gn,
+        nit=nit,
+        nfev=nfev,
+        status=status,
+        success=status <= _LAST_SUCCESS,
     )
 
 
@@ -269,13 +287,13 @@ def _compiled(fun: Callable, memory_size: int, print_every: int) -> Callable:
     return jax.jit(functools.partial(_solve, fun, memory_size=memory_size, print_every=print_every))
 
 
-def _bound_tree(b: Any, x0: Any, fill: float, which: str) -> Any:
-    """A bound (scalar, ``None`` or pytree with ``None`` leaves) as a tree shaped like ``x0``."""
-    if b is None or np.ndim(b) == 0 and not isinstance(b, dict | list | tuple):
-        v = fill if b is None else b
-        return jax.tree_util.tree_map(lambda p: np.full(np.shape(p), v, np.float64), x0)
+def _flat_bound(b: Any, x0: Any, fill: float, which: str) -> np.ndarray:
+    """A bound (scalar, ``None`` or pytree with ``None`` leaves) as a flat float64 array in the
+    order of ``ravel_pytree(x0)``; a scalar stays a 0-d array (broadcast in the solver)."""
+    if b is None or (np.ndim(b) == 0 and not isinstance(b, dict | list | tuple)):
+        return np.asarray(fill if b is None else b, np.float64)
     try:
-        return jax.tree_util.tree_map(
+        tree = jax.tree_util.tree_map(
             lambda bb, p: np.broadcast_to(
                 np.asarray(fill if bb is None else bb, np.float64), np.shape(p)
             ),
@@ -288,6 +306,7 @@ def _bound_tree(b: Any, x0: Any, fill: float, which: str) -> Any:
             f"minimize: bounds {which} must be a scalar, None, or a pytree with the structure of "
             f"x0 (leaves broadcastable to its leaves); got {b!r}"
         ) from e
+    return np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
 
 
 def minimize(
@@ -388,19 +407,20 @@ def minimize(
     if bounded:
         if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
             raise ValueError(f"minimize: bounds must be a pair (lower, upper), got {bounds!r}")
-        lo_flat, _ = ravel_pytree(_bound_tree(bounds[0], x0, -np.inf, "lower"))
-        hi_flat, _ = ravel_pytree(_bound_tree(bounds[1], x0, np.inf, "upper"))
-        lo_np, hi_np = np.asarray(lo_flat), np.asarray(hi_flat)
+        lo_np = _flat_bound(bounds[0], x0, -np.inf, "lower")
+        hi_np = _flat_bound(bounds[1], x0, np.inf, "upper")
         if np.any(lo_np > hi_np):
-            i = int(np.argmax(lo_np > hi_np))
+            bad = np.broadcast_to(lo_np > hi_np, np.broadcast_shapes(lo_np.shape, hi_np.shape))
+            i = int(np.argmax(bad))
+            lo_v, hi_v = np.broadcast_to(lo_np, bad.shape), np.broadcast_to(hi_np, bad.shape)
             raise ValueError(
-                f"minimize: bounds must have lower <= upper, got lower {lo_np[i]} > upper "
-                f"{hi_np[i]} at flat index {i}"
+                f"minimize: bounds must have lower <= upper, got lower {lo_v.flat[i]} > upper "
+                f"{hi_v.flat[i]} at flat index {i}"
             )
-        bounds = (lo_flat, hi_flat)
+        bounds = (lo_np, hi_np)
     options = np.array([maxiter, maxfev, gtol, ftol, maxls], np.float64)
     solver = _compiled(fun, int(memory_size), int(print_every))
-    return solver(x0, tuple(args), bounds, options)
+    return _result(*solver(x0, tuple(args), bounds, options))
 
 
 def _as_float(leaf: Any) -> Any:

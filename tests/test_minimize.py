@@ -157,6 +157,13 @@ def test_pytree_x0_matches_flat(x64):
     assert res_tree.grad["w"].shape == (2, 2)
 
 
+def test_traceable_vmap_over_starting_points(x64):
+    x0s = jnp.array([[0.0, 0.0], [-1.2, 1.0], [2.0, 2.0]])
+    res = jax.jit(jax.vmap(lambda x0: gradtx.minimize(rosen, x0)))(x0s)
+    np.testing.assert_allclose(np.asarray(res.x), np.ones((3, 2)), atol=1e-5)
+    assert np.asarray(res.success).all() and res.nit.shape == (3,)
+
+
 def test_float32_by_default():
     res = gradtx.minimize(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(3))
     assert res.x.dtype == jnp.float32
