@@ -96,7 +96,7 @@ CASES += [
 ]
 
 # Adam's relatives and the memory-light adaptive methods (paper defaults; see
-# docs/readme/optimizers_adam_variants.md). RAdam's first steps are plain momentum, so it needs a
+# the README). RAdam's first steps are plain momentum, so it needs a
 # small learning rate on Rosenbrock; Lion takes ±lr steps; NovoGrad normalises each layer's
 # gradient, so both reach a minimum only to about their step length; Adafactor (no momentum)
 # oscillates at about lr·RMS(θ) like RMSProp.
