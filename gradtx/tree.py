@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "is_none",
+    "tree_map_none",
     "tree_zeros_like",
     "tree_full_like",
     "tree_cast",
@@ -37,8 +39,17 @@ __all__ = [
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=lambda x: x is None)
+def is_none(x: Any) -> bool:
+    """``x is None``: the ``is_leaf`` that keeps ``None`` placeholders (masked-out leaves)."""
+    return x is None
+
+
+def tree_map_none(f: Any, *trees: Any) -> Any:
+    """``jax.tree_util.tree_map`` that hands ``None`` leaves to ``f`` instead of skipping them."""
+    return jax.tree_util.tree_map(f, *trees, is_leaf=is_none)
+
+
+_map = tree_map_none
 
 
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:

@@ -31,6 +31,8 @@ from gradtx.core import (
     transform,
 )
 from gradtx.transforms.adaptive import ScaleByAdamState, _normalise, _nu_init
+from gradtx.tree import is_none as _none
+from gradtx.tree import tree_map_none as _map
 
 __all__ = [
     "scale_by_radam",
@@ -45,12 +47,6 @@ __all__ = [
     "ScaleByNovogradState",
     "ScaleByLionState",
 ]
-
-_none = lambda x: x is None  # noqa: E731
-
-
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=_none)
 
 
 def _nesterov_mu_hat(mu: Any, updates: Any, b1: Any, count: jax.Array) -> Any:

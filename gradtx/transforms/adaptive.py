@@ -23,6 +23,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.tree import tree_map_none as _map
 
 __all__ = [
     "scale_by_adam",
@@ -39,12 +40,6 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByAdaDeltaState",
 ]
-
-_none = lambda x: x is None  # noqa: E731
-
-
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=_none)
 
 
 def _normalise(num: Any, sq: Any, like: Any, *, eps: Any, eps_root: Any = 0.0) -> Any:

@@ -9,10 +9,9 @@ import jax.numpy as jnp
 
 from gradtx import tree as tree_lib
 from gradtx.core import EmptyState, GradientTransformation, check_range, transform
+from gradtx.tree import is_none as _none
 
 __all__ = ["clip", "clip_by_global_norm", "clip_by_block_rms"]
-
-_none = lambda x: x is None  # noqa: E731
 
 
 @transform

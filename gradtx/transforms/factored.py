@@ -24,14 +24,10 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.tree import is_none as _none
+from gradtx.tree import tree_map_none as _map
 
 __all__ = ["scale_by_factored_rms", "scale_by_sm3", "FactoredState", "ScaleBySM3State"]
-
-_none = lambda x: x is None  # noqa: E731
-
-
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=_none)
 
 
 def _stat_dtype(x: Any) -> Any:

@@ -28,6 +28,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.tree import tree_map_none as _map
 
 __all__ = [
     "scale_by_trust_ratio",
@@ -36,12 +37,6 @@ __all__ = [
     "scale_by_param_block_rms",
     "normalize_by_update_norm",
 ]
-
-_none = lambda x: x is None  # noqa: E731
-
-
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=_none)
 
 
 def _block_norm(x: jax.Array, dtype: Any) -> jax.Array:

@@ -17,8 +17,6 @@ from gradtx.core import (
 
 __all__ = ["add_noise", "AddNoiseState"]
 
-_none = lambda x: x is None  # noqa: E731
-
 
 class AddNoiseState(NamedTuple):
     """Step count and the raw data (``jax.random.key_data``) of the random key the next noise

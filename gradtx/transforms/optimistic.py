@@ -9,10 +9,9 @@ import jax.numpy as jnp
 
 from gradtx import tree as tree_lib
 from gradtx.core import GradientTransformation, check_range, hyper, transform
+from gradtx.tree import is_none as _none
 
 __all__ = ["scale_by_optimistic_gradient", "ScaleByOptimisticGradientState"]
-
-_none = lambda x: x is None  # noqa: E731
 
 
 class ScaleByOptimisticGradientState(NamedTuple):

@@ -17,6 +17,8 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.tree import is_none as _none
+from gradtx.tree import tree_map_none as _map
 
 __all__ = [
     "scale_by_polyak",
@@ -26,13 +28,8 @@ __all__ = [
     "DoGState",
 ]
 
-_none = lambda x: x is None  # noqa: E731
 # Below this squared gradient norm the Polyak step is not computed (the update is zero).
 _TINY_SQ_NORM = float(jnp.finfo(jnp.float64).eps)
-
-
-def _map(f, *trees):
-    return jax.tree_util.tree_map(f, *trees, is_leaf=_none)
 
 
 @transform
