@@ -51,6 +51,7 @@ __all__ = [
     "freeze_mask",
     "resolve_mask",
     "broadcast_mask",
+    "field_repr",
 ]
 
 Params = Any
@@ -250,15 +251,20 @@ class GradientTransformation:
         """Validate concrete hyperparameters; override in subclasses."""
 
     def __repr__(self) -> str:
-        if not dataclasses.is_dataclass(self):
-            return f"{type(self).__name__}()"
-        parts = []
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.default is not dataclasses.MISSING and _same(v, f.default):
-                continue
-            parts.append(f"{f.name}={v!r}")
-        return f"{type(self).__name__}({', '.join(parts)})"
+        return field_repr(self)
+
+
+def field_repr(obj: Any) -> str:
+    """``name(field=value, ...)`` showing the fields of a dataclass that differ from defaults."""
+    if not dataclasses.is_dataclass(obj):
+        return f"{type(obj).__name__}()"
+    parts = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING and _same(v, f.default):
+            continue
+        parts.append(f"{f.name}={v!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 def _same(a: Any, b: Any) -> bool:

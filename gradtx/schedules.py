@@ -28,6 +28,7 @@ from gradtx.core import (
     check_nonnegative,
     check_range,
     concrete_float,
+    field_repr,
     static_field,
     transform,
 )
@@ -101,20 +102,7 @@ class BaseSchedule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        parts = []
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.default is not dataclasses.MISSING and _same(v, f.default):
-                continue
-            parts.append(f"{f.name}={v!r}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a is b or (type(a) is type(b) and a == b))
-    except Exception:  # noqa: BLE001  (arrays compare element-wise)
-        return False
+        return field_repr(self)
 
 
 def _check_steps(owner: str, name: str, value: Any, *, positive: bool = False) -> None:
