@@ -317,6 +317,39 @@ def test_building_block_matches_optax(name, args, kwargs):
 # Noise: statistics (streams are our own), the deterministic part, reproducibility.
 
 
+def _add_noise_draws(seed, shapes, steps):
+    """Standard normal draws of ``add_noise``'s stream, reproduced with plain ``jax.random``:
+    the key starts as ``jax.random.key(seed)``; at each step ``key, sample = split(key)``, then
+    ``split(sample, n_leaves)`` gives one key per leaf (in leaf order) and each leaf draws
+    ``normal(k, shape, float64)``. Returns ``draws[t][i]`` as float64 NumPy arrays."""
+
+    def one(key, _):
+        key, sample = jax.random.split(key)
+        ks = jax.random.split(sample, len(shapes))
+        return key, [jax.random.normal(k, s, jnp.float64) for k, s in zip(ks, shapes, strict=True)]
+
+    _, stacked = jax.lax.scan(one, jax.random.key(seed), None, length=steps)
+    stacked = [np.asarray(x, np.float64) for x in stacked]
+    return [[x[t] for x in stacked] for t in range(steps)]
+
+
+def test_noisy_sgd_matches_paper(x64):
+    """Neelakantan et al. 2015, Section 2, eq. (1): g_t ← g_t + N(0, σ_t²),
+    σ_t² = η / (1 + t)^γ, at every training step t = 0, 1, ... (so σ_0² = η); then plain SGD
+    θ ← θ − α g_t. The normal draws are gradtx's own stream, reproduced with ``jax.random``."""
+    lr, eta, gamma, seed = 0.05, 0.3, 0.55, 3
+    params, _ = random_problem(0)
+    shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(params)]
+    draws = _add_noise_draws(seed, shapes, STEPS)
+
+    def step(xs, gs, st, t, value):
+        sigma = np.sqrt(eta / (1 + t) ** gamma)
+        out = [x - lr * (g + sigma * z) for x, g, z in zip(xs, gs, draws[t], strict=True)]
+        return out, st
+
+    _check_paper(gradtx.noisy_sgd(lr, eta, gamma, key=seed), lambda xs: None, step)
+
+
 def test_add_noise_statistics():
     eta, gamma, n = 0.3, 0.55, 200_000
     tx = gradtx.add_noise(eta, gamma, key=7)
