@@ -5,8 +5,8 @@ records (NamedTuple field names, dict keys, tuple positions), e.g. ``0/mu/layer1
 :class:`gradtx.chain` or ``adam/mu/layer1/w`` for a :class:`gradtx.named_chain`. The mapping can
 be written with ``numpy.savez``, orbax-checkpoint or any key-value store;
 ``load_state_dict(template, mapping)`` puts it back into the structure of ``template`` (a fresh
-``opt.init(params)`` or its ``jax.eval_shape``) and names every missing, unexpected and
-mis-shaped key when they do not match.
+``opt.init(params)`` or its ``jax.eval_shape``) and names every missing, unexpected,
+mis-shaped and mis-typed key when they do not match; it never casts lossily.
 """
 
 from __future__ import annotations
@@ -81,13 +81,40 @@ def state_dict(state: Any, *, sep: str = "/") -> dict[str, Any]:
     return dict(named)
 
 
-def _as_dtype(value: Any, dtype: Any) -> Any:
+def _category(dtype: Any) -> str | None:
+    """The kind of number a dtype holds: bool, integer, float or complex (None otherwise)."""
+    for name, base in (
+        ("bool", jnp.bool_),
+        ("integer", jnp.integer),
+        ("float", jnp.floating),
+        ("complex", jnp.complexfloating),
+    ):
+        if jnp.issubdtype(dtype, base):
+            return name
+    return None
+
+
+def _convert(value: Any, dtype: Any) -> tuple[Any, str | None]:
+    """``value`` as a NumPy array of ``dtype``, or ``(None, why)`` when the cast would lose
+    information (see :func:`load_state_dict` for the rule)."""
     arr = np.asarray(value)
     dtype = np.dtype(dtype)
     # numpy writes extension dtypes (bfloat16, float8) to .npz as raw bytes ("V2"): view back.
-    if arr.dtype.kind == "V" and arr.dtype.itemsize == dtype.itemsize:
-        arr = arr.view(dtype)
-    return jnp.asarray(arr, dtype=dtype)
+    if arr.dtype.type is np.void and arr.dtype.names is None:
+        if arr.dtype.itemsize != dtype.itemsize:
+            return None, f"expected {dtype}, got raw {arr.dtype.itemsize}-byte values"
+        return arr.view(dtype), None
+    if arr.dtype == dtype:
+        return arr, None
+    got, want = _category(arr.dtype), _category(dtype)
+    if got is None or got != want:
+        return None, f"expected {dtype}, got {arr.dtype}: a different kind of number"
+    with np.errstate(all="ignore"):
+        cast = arr.astype(dtype)
+        back = cast.astype(arr.dtype)
+    if not np.array_equal(back, arr, equal_nan=want in ("float", "complex")):
+        return None, f"expected {dtype}, got {arr.dtype} with values that {dtype} cannot hold"
+    return cast, None
 
 
 def _leaf_dtype(leaf: Any) -> Any:
@@ -100,10 +127,19 @@ def load_state_dict(
 ) -> Any:
     """Rebuild a state with the structure of ``template`` from a :func:`state_dict` mapping.
 
-    Each array is converted to the dtype of the template's leaf at the same key. When the keys
-    or shapes do not match, nothing is loaded and a ``ValueError`` lists the missing keys (in
-    the template, not in the mapping), the unexpected keys (in the mapping only) and the
-    mis-shaped keys (with both shapes).
+    Each array takes the dtype of the template's leaf at the same key, but only when that cast
+    loses nothing: the saved dtype must be the same kind of number as the template's (bool,
+    integer, float or complex: signed and unsigned integers count as one kind, bfloat16 and
+    the other extension floats are floats), and every value must survive the cast and the cast
+    back unchanged (NaN stays NaN). So ``int64`` counts load into an ``int32`` slot and a
+    ``bfloat16`` moment into a ``float32`` one, but a float count (even ``3.0``) never loads
+    into an integer slot, a complex array never into a real one, and ``float64`` values that
+    ``float32`` would round are refused. Raw bytes (how ``numpy.savez`` stores bfloat16) of
+    the slot's item size are read as the slot's dtype.
+
+    When the keys, shapes or dtypes do not fit, nothing is loaded and a ``ValueError`` lists
+    the missing keys (in the template, not in the mapping), the unexpected keys (in the mapping
+    only), the mis-shaped keys (with both shapes) and the mis-typed keys (with both dtypes).
 
     Args:
         template: a state of the optimizer to load into, e.g. ``opt.init(params)`` or
@@ -112,7 +148,7 @@ def load_state_dict(
         sep: the separator used when the mapping was made.
         strict: when False, keys missing from the mapping keep the template's values (e.g.
             the fresh state of a stateful member added to a :class:`gradtx.named_chain`) and
-            unexpected keys are ignored; mis-shaped keys are still an error.
+            unexpected keys are ignored; mis-shaped and mis-typed keys are still an error.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -128,15 +164,20 @@ def load_state_dict(
     missing = [k for k, _ in named if k not in keys]
     template_keys = {k for k, _ in named}
     unexpected = sorted(k for k in keys if k not in template_keys)
-    misshaped = []
+    misshaped, mistyped, loaded = [], [], {}
     for k, leaf in named:
-        if k in keys:
-            want, got = tuple(np.shape(leaf)), tuple(np.shape(mapping[k]))
-            if want != got:
-                misshaped.append(f"{k} (expected {want}, got {got})")
+        if k not in keys:
+            continue
+        value = mapping[k]  # read once: an np.load archive reads the file on every access
+        want, got = tuple(np.shape(leaf)), tuple(np.shape(value))
+        if want != got:
+            misshaped.append(f"{k} (expected {want}, got {got})")
+        loaded[k], why = _convert(value, _leaf_dtype(leaf))
+        if why is not None:
+            mistyped.append(f"{k} ({why})")
     if not strict:
         missing, unexpected = [], []
-    if missing or unexpected or misshaped:
+    if missing or unexpected or misshaped or mistyped:
         parts = []
         if missing:
             parts.append(f"missing keys {missing}")
@@ -144,8 +185,10 @@ def load_state_dict(
             parts.append(f"unexpected keys {unexpected}")
         if misshaped:
             parts.append(f"mis-shaped keys {misshaped}")
+        if mistyped:
+            parts.append(f"mis-typed keys {mistyped}")
         raise ValueError(
             "load_state_dict: the mapping does not fit the template: " + "; ".join(parts)
         )
-    leaves = [_as_dtype(mapping[k], _leaf_dtype(leaf)) if k in keys else leaf for k, leaf in named]
+    leaves = [jnp.asarray(loaded[k]) if k in loaded else leaf for k, leaf in named]
     return jax.tree_util.tree_unflatten(treedef, leaves)

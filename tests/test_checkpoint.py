@@ -202,3 +202,58 @@ def test_non_strict_loading_keeps_fresh_state_for_a_new_stateful_member():
     bad = dict(saved, **{"adam/count": np.zeros(2, np.int32)})
     with pytest.raises(ValueError, match="mis-shaped keys"):
         gradtx.load_state_dict(new.init(params), bad, strict=False)
+
+
+def test_lossy_dtype_casts_are_refused_and_listed_as_mis_typed_keys():
+    params, _ = _params()
+    template = gradtx.adam(0.1).init(params)  # float32 moments, int32 count
+    saved = {k: np.asarray(v) for k, v in gradtx.state_dict(template).items()}
+    rng = np.random.default_rng(0)
+    bad = dict(saved)
+    bad["0/count"] = np.float64(3.7)  # float into an int slot
+    bad["0/mu/dense/w"] = rng.normal(size=(3, 4))  # float64 values float32 would round
+    bad["0/nu/scale"] = np.complex64(1.0 + 2.0j)  # complex into a real slot
+    bad["0/mu/dense/b"] = np.ones(4, np.int32)  # int into a float slot: another kind
+    with pytest.raises(ValueError) as e:
+        gradtx.load_state_dict(template, bad)
+    msg = str(e.value)
+    assert "mis-typed keys ['0/count (expected int32, got float64: a different kind" in msg
+    for key in (
+        "0/mu/dense/w (expected float32, got float64 with values",
+        "0/nu/scale",
+        "0/mu/dense/b",
+    ):
+        assert key in msg
+    assert "missing" not in msg and "mis-shaped" not in msg
+    # an integral float count is still another kind of number; non-strict loading refuses too
+    with pytest.raises(ValueError, match=r"mis-typed keys \['0/count"):
+        gradtx.load_state_dict(template, dict(saved, **{"0/count": np.float32(3.0)}), strict=False)
+    # int64 counts beyond int32 wrap: refused
+    with pytest.raises(ValueError, match="int32 cannot hold"):
+        gradtx.load_state_dict(template, dict(saved, **{"0/count": np.int64(2**40)}))
+
+
+def test_exact_same_kind_casts_load():
+    params, _ = _params()
+    template = gradtx.adam(0.1).init(params)
+    saved = {k: np.asarray(v) for k, v in gradtx.state_dict(template).items()}
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(3, 4)).astype(np.float32)
+    ok = dict(saved)
+    ok["0/count"] = np.int64(7)  # e.g. saved under jax_enable_x64
+    ok["0/mu/dense/w"] = w.astype(np.float64)  # float32 values widened: exact
+    ok["0/nu/scale"] = np.asarray(0.5, jnp.bfloat16)  # bfloat16 -> float32 is exact
+    ok["0/nu/dense/b"] = np.array([np.nan, np.inf, -0.0, 1.0])  # specials survive
+    out = gradtx.load_state_dict(template, ok)
+    assert out[0].count.dtype == jnp.int32 and int(out[0].count) == 7
+    assert out[0].mu["dense"]["w"].dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out[0].mu["dense"]["w"]), w)
+    assert out[0].nu["scale"].dtype == jnp.float32 and float(out[0].nu["scale"]) == 0.5
+    np.testing.assert_array_equal(np.asarray(out[0].nu["dense"]["b"]), [np.nan, np.inf, 0.0, 1.0])
+    # a bfloat16 slot takes float32 values it can hold, and refuses those it would round
+    bf = {"m": jnp.zeros(2, jnp.bfloat16)}
+    got = gradtx.load_state_dict(bf, {"m": np.array([1.5, -2.0], np.float32)})
+    assert got["m"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(got["m"], np.float32), [1.5, -2.0])
+    with pytest.raises(ValueError, match=r"mis-typed keys \['m \(expected bfloat16, got float32"):
+        gradtx.load_state_dict(bf, {"m": np.array([1.0 + 2.0**-10, 0.0], np.float32)})
