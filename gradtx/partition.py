@@ -92,10 +92,21 @@ def _freeze(spec: Any) -> Any:
     return _StaticFn(spec) if callable(spec) else FrozenTree(spec)
 
 
-def _resolve(spec: Any, tree: Any, owner: str) -> Any:
-    """The frozen mask or labels broadcast to every leaf of ``tree``."""
+def _resolve(spec: Any, tree: Any, owner: str, what: str = "mask") -> Any:
+    """The frozen mask or labels (``what`` names which, in errors) broadcast to every leaf."""
     value = spec.tree if isinstance(spec, FrozenTree) else spec(tree)
-    return broadcast_mask(value, tree, owner)
+    if what == "mask":
+        return broadcast_mask(value, tree, owner)
+    try:
+        return jax.tree_util.tree_map(
+            lambda v, sub: jax.tree_util.tree_map(lambda _: v, sub), value, tree
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{owner}: {what} must have the structure of the params (or a prefix of it); "
+            f"{what} {jax.tree_util.tree_structure(value)} vs params "
+            f"{jax.tree_util.tree_structure(tree)}"
+        ) from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,7 +197,7 @@ class partition(GradientTransformation):
         object.__setattr__(self, "param_labels", _freeze(self.param_labels))
 
     def _labels(self, tree: Any) -> Any:
-        labels = _resolve(self.param_labels, tree, "partition")
+        labels = _resolve(self.param_labels, tree, "partition", "labels")
         found = set(jax.tree_util.tree_leaves(labels))
         unknown = sorted(str(x) for x in found if x not in self.transforms)
         if unknown:

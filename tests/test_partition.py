@@ -81,6 +81,20 @@ def test_partition_unknown_label_names_it():
         tx.init(params)
 
 
+def test_partition_labels_of_the_wrong_structure_are_called_labels():
+    params, _ = _problem()
+    wrong = {"dense": {"w": "a", "bias": "a"}, "scale": "a"}  # "bias" is not a key of params
+    for labels in (wrong, lambda p: wrong):
+        tx = gradtx.partition({"a": gradtx.sgd(0.1)}, labels)
+        with pytest.raises(ValueError, match=r"^partition: labels must have the structure of"):
+            tx.init(params)
+    with pytest.raises(ValueError, match=r"^partition: labels must have the structure of"):
+        gradtx.partition({"a": gradtx.sgd(0.1)}, None).init(params)
+    # a mask keeps its own wording
+    with pytest.raises(ValueError, match=r"^masked: mask must have the structure of"):
+        gradtx.masked(gradtx.sgd(0.1), {"dense": True, "other": False}).init(params)
+
+
 def test_masked_matches_optax_masked_with_tree_and_function_masks():
     params, grad = _problem()
     mask = {"dense": {"w": True, "b": False}, "scale": True}
