@@ -128,19 +128,6 @@ def test_freeze_keeps_frozen_params_fixed_and_trains_the_rest():
     _close(out["scale"], p["scale"], rtol=1e-5)
 
 
-def test_wrappers_jit_equals_eager_and_structure_preserved():
-    params, grad = _problem()
-    for tx in (
-        gradtx.partition({"a": gradtx.adam(0.1), "b": gradtx.sgd(0.05)}, LABELS),
-        gradtx.masked(gradtx.adam(0.1), {"dense": True, "scale": False}),
-    ):
-        p1, s1 = _run(tx, params, grad, 3, jit=True)
-        p2, s2 = _run(tx, params, grad, 3, jit=False)
-        _close(p1, p2, rtol=1e-6)
-        assert jax.tree_util.tree_structure(p1) == jax.tree_util.tree_structure(params)
-        assert jax.tree_util.tree_structure(s1) == jax.tree_util.tree_structure(s2)
-
-
 def test_new_hyperparameters_do_not_recompile():
     params, grad = _problem()
     g = jax.tree_util.tree_map(jnp.asarray, grad(params, 0))

@@ -1,6 +1,10 @@
-"""conditionally_transform/mask, flatten, centralize, keep_params_nonnegative and monitor."""
+"""conditionally_transform/mask, flatten, centralize, keep_params_nonnegative and monitor; and
+every wrapper of issue 4: jit equals eager, structure and dtypes preserved, optax parity."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +46,34 @@ def _close(a, b, rtol=1e-6, atol=1e-7):
     )
 
 
-PAIRS = {
-    "conditionally_transform": (
+class Case(NamedTuple):
+    """One wrapper in :data:`EVERY_WRAPPER`: how to build it (and optax's equivalent)."""
+
+    ours: Callable[[], Any]
+    ref: Callable[[], Any] | None = None  # optax's equivalent, where optax has one
+    nan_at: int | None = None  # inject a NaN/Inf into the gradient at this step
+    nonneg: bool = False  # start from |params|
+    lookahead: bool = False  # params are (fast, slow) pairs
+
+
+_GROUP_LABELS = {"dense": {"w": "default", "b": "group0"}, "scale": "default"}
+_FREEZE = {"dense": {"w": False, "b": True}, "scale": False}
+
+
+def _labels_of(params):
+    return {"dense": {"w": "a", "b": "b"}, "scale": "a"}
+
+
+def _skip_large(updates, step, params):
+    return gradtx.skip_large_updates(updates, step, params, max_squared_norm=28.0)
+
+
+def _optax_skip_large(updates, step, params):
+    return optax.skip_large_updates(updates, step, params, max_squared_norm=28.0)
+
+
+EVERY_WRAPPER = {  # every wrapper of issue 4
+    "conditionally_transform": Case(
         lambda: gradtx.chain(
             gradtx.conditionally_transform(gradtx.scale_by_adam(), lambda s: s % 3 != 1),
             gradtx.scale(-0.05),
@@ -53,37 +83,173 @@ PAIRS = {
             optax.scale(-0.05),
         ),
     ),
-    "conditionally_mask": (
+    "conditionally_mask": Case(
         lambda: gradtx.conditionally_mask(gradtx.adam(0.05), lambda s: s >= 2),
         lambda: optax.conditionally_mask(optax.adam(0.05), lambda s: s >= 2),
     ),
-    "flatten": (
-        lambda: gradtx.flatten(gradtx.adam(0.05)),
-        lambda: optax.flatten(optax.adam(0.05)),
+    "flatten": Case(
+        lambda: gradtx.flatten(gradtx.adam(0.05)), lambda: optax.flatten(optax.adam(0.05))
     ),
-    "centralize": (
+    "centralize": Case(
         lambda: gradtx.chain(gradtx.centralize(), gradtx.sgd(0.1)),
         lambda: optax.chain(optax.centralize(), optax.sgd(0.1)),
     ),
-    "keep_params_nonnegative": (
+    "keep_params_nonnegative": Case(
         lambda: gradtx.chain(gradtx.sgd(0.3), gradtx.keep_params_nonnegative()),
         lambda: optax.chain(optax.sgd(0.3), optax.keep_params_nonnegative()),
+        nonneg=True,
     ),
+    "monitor": Case(  # records norms, never changes the updates: equals plain Adam
+        lambda: gradtx.monitor(gradtx.adam(0.05), measures={"max": lambda u: optax.tree.max(u)}),
+        lambda: optax.adam(0.05),
+    ),
+    "monitor_in_chain": Case(
+        lambda: gradtx.chain(gradtx.clip_by_global_norm(2.0), gradtx.monitor(), gradtx.sgd(0.1)),
+        lambda: optax.chain(optax.clip_by_global_norm(2.0), optax.sgd(0.1)),
+    ),
+    "freeze": Case(
+        lambda: gradtx.chain(gradtx.freeze(_FREEZE), gradtx.adam(0.1)),
+        lambda: optax.chain(optax.freeze(_FREEZE), optax.adam(0.1)),
+    ),
+    "param_groups": Case(
+        lambda: gradtx.param_groups(
+            gradtx.adamw,
+            [gradtx.group("*b", weight_decay=0.0, learning_rate=0.025)],
+            default=True,
+            learning_rate=0.05,
+            weight_decay=0.01,
+        ),
+        lambda: optax.partition(
+            {
+                "group0": optax.adamw(0.025, weight_decay=0.0),
+                "default": optax.adamw(0.05, weight_decay=0.01),
+            },
+            _GROUP_LABELS,
+        ),
+    ),
+    "partition": Case(
+        lambda: gradtx.partition(
+            {"a": gradtx.adam(0.05), "b": gradtx.sgd(0.05, momentum=0.9)},
+            {"dense": "a", "scale": "b"},
+        ),
+        lambda: optax.partition(
+            {"a": optax.adam(0.05), "b": optax.sgd(0.05, momentum=0.9)},
+            {"dense": "a", "scale": "b"},
+        ),
+    ),
+    "multi_transform": Case(  # labels from a function of the params
+        lambda: gradtx.multi_transform({"a": gradtx.adam(0.05), "b": gradtx.sgd(0.05)}, _labels_of),
+        lambda: optax.multi_transform({"a": optax.adam(0.05), "b": optax.sgd(0.05)}, _labels_of),
+    ),
+    "masked": Case(
+        lambda: gradtx.chain(
+            gradtx.masked(gradtx.scale_by_adam(), {"dense": True, "scale": False}),
+            gradtx.scale(-0.05),
+        ),
+        lambda: optax.chain(
+            optax.masked(optax.scale_by_adam(), {"dense": True, "scale": False}),
+            optax.scale(-0.05),
+        ),
+    ),
+    "MultiSteps": Case(
+        lambda: gradtx.MultiSteps(gradtx.adam(0.05), 2),
+        lambda: optax.MultiSteps(optax.adam(0.05), 2),
+    ),
+    "apply_every": Case(
+        lambda: gradtx.chain(gradtx.sgd(0.1), gradtx.apply_every(2)),
+        lambda: optax.chain(optax.sgd(0.1), optax.apply_every(2)),
+    ),
+    "apply_if_finite": Case(
+        lambda: gradtx.apply_if_finite(gradtx.adam(0.05), 3),
+        lambda: optax.apply_if_finite(optax.adam(0.05), 3),
+        nan_at=2,
+    ),
+    "zero_nans": Case(
+        lambda: gradtx.chain(gradtx.zero_nans(), gradtx.adam(0.05)),
+        lambda: optax.chain(optax.zero_nans(), optax.adam(0.05)),
+        nan_at=2,
+    ),
+    "skip_not_finite": Case(
+        lambda: gradtx.MultiSteps(
+            gradtx.adam(0.05), 2, should_skip_update_fn=gradtx.skip_not_finite
+        ),
+        lambda: optax.MultiSteps(optax.adam(0.05), 2, should_skip_update_fn=optax.skip_not_finite),
+        nan_at=2,
+    ),
+    "skip_large_updates": Case(
+        lambda: gradtx.MultiSteps(gradtx.adam(0.05), 2, should_skip_update_fn=_skip_large),
+        lambda: optax.MultiSteps(optax.adam(0.05), 2, should_skip_update_fn=_optax_skip_large),
+    ),
+    "param_ema": Case(lambda: gradtx.param_ema(gradtx.adam(0.05), 0.9)),
+    "swa": Case(lambda: gradtx.swa(gradtx.adam(0.05), start=2, every=2)),
+    "lookahead": Case(
+        lambda: gradtx.lookahead(gradtx.adam(0.05), sync_period=2, slow_step_size=0.5),
+        lambda: optax.lookahead(optax.adam(0.05), sync_period=2, slow_step_size=0.5),
+        lookahead=True,
+    ),
+    "add_noise": Case(lambda: gradtx.chain(gradtx.add_noise(0.01, 0.55, key=0), gradtx.sgd(0.1))),
 }
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
-def test_optax_parity_jit_equals_eager_and_structure(name):
-    ours, ref = PAIRS[name]
+def _spec(tree):
+    """Tree structure plus the shape and dtype of every leaf."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, [(np.shape(x), jnp.result_type(x)) for x in leaves]
+
+
+def _drive(case, opt, lookahead_params, params, grad, steps, *, jit):
+    """Step ``opt``; check at every step that the updates have the structure and dtypes of
+    the params and that the state keeps the structure, shapes and dtypes of ``init``'s."""
+    if case.lookahead:
+        params = lookahead_params.init_synced(params)
+    state = opt.init(params)
+    state_spec = _spec(state)
+    update = jax.jit(opt.update) if jit else opt.update
+    for t in range(steps):
+        g = _jx(grad(_np(params.fast if case.lookahead else params), t))
+        if t == case.nan_at:
+            g["dense"]["w"] = g["dense"]["w"].at[0, 1].set(jnp.nan)
+            g["scale"] = jnp.float32(jnp.inf)
+        u, state = update(g, state, params)
+        assert _spec(u) == _spec(params), t
+        assert _spec(state) == state_spec, t
+        params = optax.apply_updates(params, u)
+    return params, state
+
+
+def _compare(a, b):
+    """Leaf-wise closeness (exact for integer, bool and key leaves; NaNs equal)."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_WRAPPER))
+def test_every_wrapper_jit_equals_eager_preserves_structure_and_matches_optax(name):
+    case = EVERY_WRAPPER[name]
     params, grad = _problem(1)
-    if name == "keep_params_nonnegative":
+    if case.nonneg:
         params = jax.tree_util.tree_map(jnp.abs, params)
-    p1, s1 = _run(ours(), params, grad, 6)
-    p2, _ = _run(ref(), params, grad, 6)
-    _close(p1, p2)
-    p3, s3 = _run(ours(), params, grad, 6, jit=False)
-    _close((p1, s1), (p3, s3))
-    assert jax.tree_util.tree_structure(p1) == jax.tree_util.tree_structure(params)
+    run = lambda opt, lp, jit: _drive(case, opt, lp, params, grad, 5, jit=jit)
+    p1, s1 = run(case.ours(), gradtx.LookaheadParams, True)
+    p2, s2 = run(case.ours(), gradtx.LookaheadParams, False)
+    assert jax.tree_util.tree_structure(s1) == jax.tree_util.tree_structure(s2)
+    _compare((p1, s1), (p2, s2))
+    start = gradtx.LookaheadParams.init_synced(params) if case.lookahead else params
+    assert jax.tree_util.tree_structure(p1) == jax.tree_util.tree_structure(start)
+    moved = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(*map(jax.tree_util.tree_leaves, (p1, start)), strict=True)
+    ]
+    assert any(moved)  # the steps did something
+    if case.ref is not None:
+        p3, _ = run(case.ref(), optax.LookaheadParams, True)
+        _close(tuple(p1) if case.lookahead else p1, tuple(p3) if case.lookahead else p3)
 
 
 def test_conditionally_transform_passes_through_and_mask_zeroes_when_off():
@@ -139,7 +305,7 @@ def test_keep_params_nonnegative_equals_numpy_and_params_stay_nonnegative():
     np.testing.assert_allclose(np.asarray(u), [-1.0, 0.1, -0.5], rtol=1e-7)
     params, grad = _problem(3)
     params = jax.tree_util.tree_map(jnp.abs, params)
-    out, _ = _run(PAIRS["keep_params_nonnegative"][0](), params, grad, 10)
+    out, _ = _run(EVERY_WRAPPER["keep_params_nonnegative"].ours(), params, grad, 10)
     assert all(np.all(np.asarray(x) >= 0) for x in jax.tree_util.tree_leaves(out))
     with pytest.raises(ValueError, match="needs params"):
         gradtx.keep_params_nonnegative().update(jnp.ones(1), None)
