@@ -37,6 +37,7 @@ __all__ = [
     "set_to_zero",
     "stateless",
     "apply_updates",
+    "as_optax",
     "Schedule",
     "FrozenTree",
     "ScalarOrSchedule",
@@ -149,11 +150,26 @@ def check_range(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    """Raise ``ValueError`` naming ``owner``, ``name`` and ``value`` when a concrete value is out
-    of range or not finite. Traced values and callables (schedules) are not checked."""
+    """Raise ``ValueError`` naming ``owner``, ``name`` and ``value`` when a concrete value (a
+    number, or every element of a concrete array, e.g. a stacked sweep) is out of range or not
+    finite, and ``TypeError`` for text. Traced values and callables (schedules) are not checked.
+    """
+    if isinstance(value, str | bytes):
+        raise TypeError(f"{owner}: {name} must be a number, array or schedule, got {value!r}")
     x = concrete_float(value)
     if x is None:
-        return
+        arr = _concrete_array(value)
+        if arr is None or arr.size == 0:
+            return
+        bad = ~np.isfinite(arr)
+        if low is not None:
+            bad |= arr <= low if low_open else arr < low
+        if high is not None:
+            bad |= arr >= high if high_open else arr > high
+        if not bad.any():
+            return
+        x = float(arr[bad].flat[0])  # report the first offending element
+        value = x
     if not math.isfinite(x):
         raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
     lo_bad = low is not None and (x <= low if low_open else x < low)
@@ -164,6 +180,20 @@ def check_range(
         lo_s = "-inf" if low is None else f"{low:g}"
         hi_s = "inf" if high is None else f"{high:g}"
         raise ValueError(f"{owner}: {name} must be in {lb}{lo_s}, {hi_s}{hb}, got {value!r}")
+
+
+def _concrete_array(value: Any) -> np.ndarray | None:
+    """A concrete real NumPy/JAX array (not a tracer) as float64 NumPy, else ``None``."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, np.ndarray | jax.Array):
+        if not jnp.issubdtype(value.dtype, jnp.number):
+            return None
+        try:
+            return np.real(np.asarray(value)).astype(np.float64)
+        except Exception:  # noqa: BLE001  (a non-addressable array: leave it unchecked)
+            return None
+    return None
 
 
 def check_nonnegative(owner: str, name: str, value: Any) -> None:
@@ -445,13 +475,34 @@ class chain(GradientTransformation):
                 f"{len(self.transforms)} transforms"
             )
         new_state = []
-        for t, s in zip(self.transforms, state, strict=True):
-            updates, s = t.update(updates, s, params, **extra_args)
+        for i, (t, s) in enumerate(zip(self.transforms, state, strict=True)):
+            updates, s = _member_update("chain", i, t, updates, s, params, extra_args)
             new_state.append(s)
         return updates, tuple(new_state)
 
     def __repr__(self) -> str:
         return f"chain({', '.join(repr(t) for t in self.transforms)})"
+
+
+def _member_update(owner, where, tx, updates, state, params, extra_args):
+    """``tx.update``; when it fails on a state its ``init`` would not have built (a state from
+    another optimizer, or members reordered), say so, naming the member and the first path."""
+    try:
+        return tx.update(updates, state, params, **extra_args)
+    except (AttributeError, TypeError, KeyError, IndexError) as e:
+        try:
+            expected = jax.eval_shape(tx.init, params if params is not None else updates)
+            diff = tree_lib.first_difference(state, expected)
+        except Exception:  # noqa: BLE001  (cannot tell: let the original error speak)
+            diff = None
+        if diff is None:
+            raise
+        path, why = diff
+        raise ValueError(
+            f"{owner}: the state of member {where} ({type(tx).__name__}) is not what its init "
+            f"builds: it differs at {path or 'the root'} ({why}); got a {type(state).__name__}. "
+            "Was the state made by a different optimizer?"
+        ) from e
 
 
 class _ChainArgs:
@@ -463,7 +514,9 @@ def _chain_unflatten(aux, children):
     return chain(_ChainArgs(children[0]))
 
 
-# ``chain`` takes its members positionally; re-register so that unflattening rebuilds it.
+# ``chain`` takes its members positionally (``chain(a, b, c)``, as optax), which the keyword
+# constructor that ``register_dataclass`` calls cannot express; so it is registered by hand,
+# with the same key path (``.transforms``) a dataclass registration would give.
 jax.tree_util.register_pytree_with_keys(
     chain,
     lambda c: (((jax.tree_util.GetAttrKey("transforms"), c.transforms),), None),
@@ -515,7 +568,9 @@ class named_chain(GradientTransformation):
             raise ValueError(f"named_chain.update: the state has no entry for {missing}")
         new_state = {}
         for n, t in zip(self.names, self.transforms, strict=True):
-            updates, new_state[n] = t.update(updates, state[n], params, **extra_args)
+            updates, new_state[n] = _member_update(
+                "named_chain", repr(n), t, updates, state[n], params, extra_args
+            )
         return updates, new_state
 
     def __repr__(self) -> str:
@@ -584,6 +639,29 @@ class stateless(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         return self.f(updates, params), state
+
+
+def as_optax(tx: GradientTransformation) -> Any:
+    """``tx`` as an ``optax.GradientTransformationExtraArgs`` (requires optax).
+
+    Any gradtx transform already works where optax wants an ``(init, update)`` pair, but optax
+    passes extra keyword arguments such as ``value=`` only to members that are instances of its
+    own ``GradientTransformationExtraArgs``. Wrap transforms that need them (``polyak_sgd``,
+    ``reduce_on_plateau``, the line searches) before putting them in ``optax.chain``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, gradtx
+        >>> tx = optax.chain(gradtx.as_optax(gradtx.polyak_sgd(max_learning_rate=1.0)))
+        >>> p = {"w": jnp.ones(2)}
+        >>> u, _ = tx.update({"w": jnp.ones(2)}, tx.init(p), p, value=jnp.asarray(1.0))
+        >>> u["w"].tolist()  # -(f - f*) / ||g||^2 * g with f* = 0
+        [-0.5, -0.5]
+    """
+    try:
+        import optax
+    except ImportError as e:  # pragma: no cover - optax is a test dependency
+        raise ImportError("as_optax needs optax installed (pip install optax)") from e
+    return optax.GradientTransformationExtraArgs(tx.init, tx.update)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

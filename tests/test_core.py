@@ -93,15 +93,40 @@ def test_compile_counter_sees_a_structural_change():
     assert c["n"] >= 1
 
 
-def test_mu_and_nu_dtypes_are_honoured():
-    opt = gradtx.adam(1e-2, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float16)
-    state = opt.init(PARAMS)
+LOW = dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.float16)
+
+
+@pytest.mark.parametrize(
+    "make,fields",
+    [
+        (lambda **kw: gradtx.adam(1e-2, **kw), ("mu", "nu")),
+        (lambda **kw: gradtx.adamw(1e-2, **kw), ("mu", "nu")),
+        (lambda **kw: gradtx.nadam(1e-2, **kw), ("mu", "nu")),
+        (lambda **kw: gradtx.amsgrad(1e-2, mu_dtype=kw.get("mu_dtype")), ("mu",)),
+        (lambda **kw: gradtx.sgd(1e-2, 0.9, accumulator_dtype=kw.get("mu_dtype")), ("trace",)),
+    ],
+)
+def test_moment_dtypes_are_honoured(make, fields):
+    opt, ref_opt = make(**LOW), make()
+    state, ref_state = opt.init(PARAMS), ref_opt.init(PARAMS)
     for _ in range(3):
         u, state = opt.update(grads(), state, PARAMS)
-    adam_state = state[0]
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(adam_state.mu))
-    assert all(x.dtype == jnp.float16 for x in jax.tree_util.tree_leaves(adam_state.nu))
+        ref_u, ref_state = ref_opt.update(grads(), ref_state, PARAMS)
+    want = {"mu": jnp.bfloat16, "nu": jnp.float16, "trace": jnp.bfloat16}
+    for f in fields:
+        assert all(x.dtype == want[f] for x in jax.tree_util.tree_leaves(getattr(state[0], f))), f
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(u))
+    # the low-precision moments still give nearly the float32 result
+    np.testing.assert_allclose(
+        np.asarray(u["layer1"]["w"]), np.asarray(ref_u["layer1"]["w"]), rtol=2e-2
+    )
+
+
+def test_amsgrad_nu_dtype():
+    opt = gradtx.scale_by_amsgrad(nu_dtype=jnp.float16)
+    state = opt.init(PARAMS)
+    _, state = opt.update(grads(), state)
+    assert all(x.dtype == jnp.float16 for x in jax.tree_util.tree_leaves((state.nu, state.nu_max)))
 
 
 def test_complex_adam_keeps_real_second_moment():
@@ -263,6 +288,21 @@ def test_gradtx_optimizer_where_optax_expects_a_transformation():
     )
 
 
+def test_as_optax_passes_value_through_optax_chain():
+    p = {"w": jnp.asarray([1.0, -2.0])}
+    g = {"w": jnp.asarray([0.5, 1.0])}
+    tx = optax.chain(gradtx.as_optax(gradtx.polyak_sgd(max_learning_rate=10.0)))
+    u, _ = tx.update(g, tx.init(p), p, value=jnp.asarray(2.0))
+    # Polyak step: (f - f*) / ||g||^2 with f* = 0, applied as -step * g
+    np.testing.assert_allclose(np.asarray(u["w"]), -2.0 / 1.25 * np.asarray([0.5, 1.0]), rtol=1e-6)
+    plateau = optax.chain(gradtx.as_optax(gradtx.reduce_on_plateau(patience=1)))
+    s = plateau.init(p)
+    for v in (1.0, 1.0, 1.0):
+        u, s = plateau.update(g, s, p, value=jnp.asarray(v))
+    assert float(s[0].scale) < 1.0
+    assert isinstance(gradtx.as_optax(gradtx.adam(0.1)), optax.GradientTransformationExtraArgs)
+
+
 def test_extra_args_reach_optax_members_that_take_them():
     seen = {}
 
@@ -310,12 +350,45 @@ def test_chain_rejects_non_transforms():
         (lambda: gradtx.clip_by_global_norm(0.0), "max_norm", "0.0"),
         (lambda: gradtx.ema(1.5), "decay", "1.5"),
         (lambda: gradtx.scale(float("nan")), "step_size", "nan"),
+        (lambda: gradtx.ema(1.0), "decay", "1.0"),
+        (lambda: gradtx.scale_by_rms(decay=1.0, bias_correction=True), "decay", "1.0"),
+        (lambda: gradtx.scale_by_stddev(decay=1.0, bias_correction=True), "decay", "1.0"),
+        (lambda: gradtx.adam(1e-3, b1=jnp.asarray([0.5, 1.5])), "b1", "1.5"),
+        (lambda: gradtx.sgd(jnp.asarray([0.1, float("inf")])), "learning_rate", "inf"),
     ],
 )
 def test_invalid_hyperparameters_raise_at_construction(make, argname, value):
     with pytest.raises(ValueError, match=argname) as e:
         make()
     assert value in str(e.value)
+
+
+def test_decay_of_one_is_fine_without_bias_correction():
+    gradtx.ema(1.0, debias=False)
+    gradtx.scale_by_rms(decay=1.0)
+    gradtx.adam(jnp.asarray([0.1, 0.2]), b1=jnp.asarray([0.0, 0.9]))  # a stacked sweep
+
+
+def test_text_hyperparameter_is_a_type_error():
+    with pytest.raises(TypeError, match="learning_rate must be a number, array or schedule"):
+        gradtx.sgd("0.1")
+
+
+def test_clip_on_complex_updates_says_so():
+    with pytest.raises(TypeError, match="clip: element-wise clipping is defined for real"):
+        gradtx.clip(1.0).update(jnp.asarray([1j]), gradtx.EmptyState())
+
+
+def test_state_from_another_optimizer_names_member_and_path():
+    p = {"w": jnp.ones(2)}
+    with pytest.raises(
+        ValueError, match=r"chain: the state of member 0 \(scale_by_adam\).*\.count"
+    ):
+        gradtx.adam(0.1).update(p, gradtx.sgd(0.1).init(p), p)
+    nc = gradtx.named_chain(("adam", gradtx.scale_by_adam()), ("lr", gradtx.scale(-0.1)))
+    bad = {"adam": gradtx.EmptyState(), "lr": gradtx.EmptyState()}
+    with pytest.raises(ValueError, match="named_chain: the state of member 'adam'"):
+        nc.update(p, bad, p)
 
 
 def test_bad_dtype_argument():

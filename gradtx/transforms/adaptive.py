@@ -112,6 +112,10 @@ class scale_by_adam(GradientTransformation):
     (which also multiplies ``v̂`` by ``β2``) and PyTorch's NAdam (with a momentum-decay schedule
     ψ) compute different numbers; this is neither.
 
+    Scheduled ``b1``/``b2`` (callables of the step count) are evaluated at the count before the
+    step, ``β(t − 1)`` at step ``t``, and the bias corrections use that current value,
+    ``1 − β(t − 1)^t``, not a product of the past values.
+
     Args:
         b1: decay of the first moment, in [0, 1).
         b2: decay of the second moment, in [0, 1).
@@ -343,7 +347,10 @@ class scale_by_rms(GradientTransformation):
     bias_correction: bool = static_field(False)
 
     def _check(self):
-        check_range("scale_by_rms", "decay", self.decay, low=0.0, high=1.0)
+        # with bias correction, decay = 1 would divide by 1 - 1^t = 0
+        check_range(
+            "scale_by_rms", "decay", self.decay, low=0.0, high=1.0, high_open=self.bias_correction
+        )
         check_nonnegative("scale_by_rms", "eps", self.eps)
         check_nonnegative("scale_by_rms", "initial_scale", self.initial_scale)
 
@@ -393,7 +400,15 @@ class scale_by_stddev(GradientTransformation):
     bias_correction: bool = static_field(False)
 
     def _check(self):
-        check_range("scale_by_stddev", "decay", self.decay, low=0.0, high=1.0)
+        # with bias correction, decay = 1 would divide by 1 - 1^t = 0
+        check_range(
+            "scale_by_stddev",
+            "decay",
+            self.decay,
+            low=0.0,
+            high=1.0,
+            high_open=self.bias_correction,
+        )
         check_nonnegative("scale_by_stddev", "eps", self.eps)
         check_nonnegative("scale_by_stddev", "initial_scale", self.initial_scale)
 

@@ -22,6 +22,9 @@ class clip(GradientTransformation):
         >>> import jax.numpy as jnp, gradtx
         >>> gradtx.clip(1.0).update(jnp.array([-3.0, 0.5]), gradtx.EmptyState())[0].tolist()
         [-1.0, 0.5]
+
+    Reference: Mikolov, "Statistical Language Models Based on Neural Networks", PhD thesis,
+    Brno University of Technology, 2012 (clipping gradients by value).
     """
 
     max_delta: Any
@@ -34,6 +37,12 @@ class clip(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         c = self.max_delta
+        for u in jax.tree_util.tree_leaves(updates):
+            if jnp.iscomplexobj(u):
+                raise TypeError(
+                    "clip: element-wise clipping is defined for real updates only, got "
+                    f"{jnp.result_type(u)}; use clip_by_global_norm or clip_by_block_rms"
+                )
         out = jax.tree_util.tree_map(
             lambda u: None if u is None else jnp.clip(u, -c, c).astype(u.dtype),
             updates,
@@ -90,6 +99,9 @@ class clip_by_block_rms(GradientTransformation):
         >>> u, _ = gradtx.clip_by_block_rms(1.0).update(jnp.array([2.0, 2.0]), gradtx.EmptyState())
         >>> u.tolist()
         [1.0, 1.0]
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018, §6 (update clipping by block RMS).
     """
 
     threshold: Any

@@ -100,7 +100,8 @@ class ema(GradientTransformation):
 
     Args:
         decay: ``β`` in [0, 1].
-        debias: divide by ``1 − β^t`` (Adam's bias correction) so early averages are unbiased.
+        debias: divide by ``1 − β^t`` (Adam's bias correction) so early averages are unbiased
+            (then ``β < 1``).
         accumulator_dtype: dtype of ``e`` (default: the parameters' dtype).
 
     Example:
@@ -109,6 +110,8 @@ class ema(GradientTransformation):
         >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
         >>> round(float(u[0]), 4)  # debiased: the first average is the update itself
         2.0
+
+    Reference: the bias correction is Kingma & Ba's (Adam, ICLR 2015, §3).
     """
 
     decay: Any
@@ -116,7 +119,8 @@ class ema(GradientTransformation):
     accumulator_dtype: Any = static_field(None)
 
     def _check(self):
-        check_range("ema", "decay", self.decay, low=0.0, high=1.0)
+        # with debiasing, decay = 1 would divide by 1 - 1^t = 0
+        check_range("ema", "decay", self.decay, low=0.0, high=1.0, high_open=self.debias)
         object.__setattr__(
             self,
             "accumulator_dtype",
