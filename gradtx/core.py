@@ -374,18 +374,24 @@ def resolve_mask(mask: Any, params: Any) -> Any:
     return mask.tree
 
 
-def broadcast_mask(mask: Any, params: Any, owner: str) -> Any:
-    """A mask (a prefix of the params' tree, or ``None`` for all-True) broadcast to every leaf."""
-    if mask is None:
+def broadcast_mask(mask: Any, params: Any, owner: str, what: str = "mask") -> Any:
+    """A mask (a prefix of the params' tree, or ``None`` for all-True) broadcast to every leaf.
+
+    ``what`` names the argument in errors (``"labels"`` for a tree of labels, which has no
+    ``None`` default).
+    """
+    if mask is None and what == "mask":
         return jax.tree_util.tree_map(lambda _: True, params)
     try:
+        if mask is None:
+            raise TypeError("None")
         return jax.tree_util.tree_map(
             lambda m, sub: jax.tree_util.tree_map(lambda _: m, sub), mask, params
         )
     except (ValueError, TypeError) as e:
         raise ValueError(
-            f"{owner}: mask must have the structure of the params (or a prefix of it); "
-            f"mask {jax.tree_util.tree_structure(mask)} vs params "
+            f"{owner}: {what} must have the structure of the params (or a prefix of it); "
+            f"{what} {jax.tree_util.tree_structure(mask)} vs params "
             f"{jax.tree_util.tree_structure(params)}"
         ) from e
 

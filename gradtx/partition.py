@@ -95,18 +95,7 @@ def _freeze(spec: Any) -> Any:
 def _resolve(spec: Any, tree: Any, owner: str, what: str = "mask") -> Any:
     """The frozen mask or labels (``what`` names which, in errors) broadcast to every leaf."""
     value = spec.tree if isinstance(spec, FrozenTree) else spec(tree)
-    if what == "mask":
-        return broadcast_mask(value, tree, owner)
-    try:
-        return jax.tree_util.tree_map(
-            lambda v, sub: jax.tree_util.tree_map(lambda _: v, sub), value, tree
-        )
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{owner}: {what} must have the structure of the params (or a prefix of it); "
-            f"{what} {jax.tree_util.tree_structure(value)} vs params "
-            f"{jax.tree_util.tree_structure(tree)}"
-        ) from e
+    return broadcast_mask(value, tree, owner, what)
 
 
 # ----------------------------------------------------------------------------------------------
