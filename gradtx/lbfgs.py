@@ -40,6 +40,7 @@ class ScaleByLbfgsState(NamedTuple):
         diff_updates_memory: stacked ``y_i``, same layout.
         weights_memory: ``ρ_i = 1 / <s_i, y_i>``; 0 in an empty slot (which then does nothing).
         num_pairs: number of pairs stored so far; the next one goes to ``num_pairs % m``.
+        identity_scale: ``γ = <s, y>/<y, y>`` of the newest stored pair (1 before any).
     """
 
     count: jax.Array
@@ -49,16 +50,19 @@ class ScaleByLbfgsState(NamedTuple):
     diff_updates_memory: Any
     weights_memory: jax.Array
     num_pairs: jax.Array
+    identity_scale: jax.Array
 
 
-def store_pair(state: ScaleByLbfgsState, s: Any, y: Any, accept: jax.Array) -> tuple:
+def store_pair(
+    state: ScaleByLbfgsState, s: Any, y: Any, accept: jax.Array, sy: jax.Array | None = None
+) -> tuple:
     """Write ``(s, y, 1/<s, y>)`` into the next ring slot when ``accept``; returns the buffers.
 
     Returns ``(diff_params_memory, diff_updates_memory, weights_memory, num_pairs)``.
     """
     m = state.weights_memory.shape[0]
     idx = state.num_pairs % m
-    sy = _real_vdot(s, y)
+    sy = _real_vdot(s, y) if sy is None else sy
     rho = jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)
 
     def put(buf, v):
@@ -129,11 +133,11 @@ def two_loop(
     return r
 
 
-def curvature_ok(s: Any, y: Any) -> jax.Array:
+def curvature_ok(s: Any, y: Any, sy: Any = None, yy: Any = None) -> jax.Array:
     """Whether a pair keeps ``H`` positive definite: ``<s, y> > ε_mach · <y, y>`` (L-BFGS-B's
     test), with everything finite."""
-    sy = _real_vdot(s, y)
-    yy = tree_lib.tree_l2_norm(y, squared=True)
+    sy = _real_vdot(s, y) if sy is None else sy
+    yy = tree_lib.tree_l2_norm(y, squared=True) if yy is None else yy
     leaves = jax.tree_util.tree_leaves(s)
     eps = jnp.finfo(tree_lib.real_dtype(leaves[0].dtype)).eps if leaves else 1e-7
     return (sy > eps * yy) & jnp.isfinite(sy) & jnp.isfinite(yy)
@@ -198,6 +202,7 @@ class scale_by_lbfgs(GradientTransformation):
             diff_updates_memory=stacked,
             weights_memory=jnp.zeros((m,), wdt),
             num_pairs=jnp.zeros([], jnp.int32),
+            identity_scale=jnp.ones([], wdt),
         )
 
     def update(self, updates, state, params=None, **extra_args):
@@ -206,9 +211,18 @@ class scale_by_lbfgs(GradientTransformation):
         tree_lib.check_structure(updates, state.params, "scale_by_lbfgs", "updates", "state")
         s = tree_lib.tree_sub(params, state.params)
         y = tree_lib.tree_sub(updates, state.updates)
-        accept = (state.count > 0) & curvature_ok(s, y)
-        s_mem, y_mem, w_mem, num_pairs = store_pair(state, s, y, accept)
-        gamma = identity_scale(updates, y_mem, w_mem, num_pairs, self.scale_init_precond)
+        sy = _real_vdot(s, y)
+        yy = tree_lib.tree_l2_norm(y, squared=True)
+        accept = (state.count > 0) & curvature_ok(s, y, sy, yy)
+        s_mem, y_mem, w_mem, num_pairs = store_pair(state, s, y, accept, sy)
+        wdt = state.identity_scale.dtype
+        newest = jnp.where(accept, sy / jnp.where(accept, yy, 1.0), state.identity_scale)
+        newest = newest.astype(wdt)
+        if self.scale_init_precond:
+            first = jnp.minimum(1.0, 1.0 / tree_lib.tree_l2_norm(jax.lax.stop_gradient(updates)))
+            gamma = jnp.where(num_pairs > 0, newest, first).astype(wdt)
+        else:
+            gamma = jnp.ones([], wdt)
         direction = two_loop(updates, s_mem, y_mem, w_mem, num_pairs, gamma)
         direction = tree_lib.tree_cast_like(direction, updates)
         new_state = ScaleByLbfgsState(
@@ -219,5 +233,6 @@ class scale_by_lbfgs(GradientTransformation):
             diff_updates_memory=y_mem,
             weights_memory=w_mem,
             num_pairs=num_pairs,
+            identity_scale=newest,
         )
         return direction, new_state

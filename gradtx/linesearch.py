@@ -326,8 +326,7 @@ class _Zoom(NamedTuple):
     prev: tuple  # (t, f, df) of the previous bracketing trial
     lo: tuple  # (t, f, df): sufficient decrease, lowest value so far in the bracket
     hi: tuple  # (t, f, df): the other end of the bracket
-    safe: tuple  # (t, f, grad): best step with sufficient decrease found so far
-    acc: tuple  # (t, f, grad, df): the accepted step (valid when done)
+    best: tuple  # (t, f, grad, df): the accepted step, else the lowest with sufficient decrease
     nonfinite: jax.Array
 
 
@@ -386,8 +385,8 @@ def zoom_search(
         armijo, curv = conditions(t, f, df)
         armijo = armijo & finite
         accept = armijo & curv
-        better = armijo & (f < s.safe[1])
-        safe = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), (t, f, g), s.safe)
+        take = accept | (armijo & (f < s.best[1]))
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), (t, f, g, df), s.best)
         pt = (t, f, df)
         # Bracketing phase (Algorithm 3.5).
         up_hi = (~armijo) | ((s.k > 0) & (f >= s.prev[1]))
@@ -424,8 +423,7 @@ def zoom_search(
         t_next = jnp.where(zooming, t_zoom, t_grow)
         # A bracket narrower than the precision ends the search at the safe step.
         tiny = zooming & (width <= stepsize_precision * jnp.maximum(right, 1e-30))
-        stop_safe = (~done) & tiny & (safe[0] > 0)
-        acc = jax.tree_util.tree_map(lambda a1, a2: jnp.where(done, a1, a2), (t, f, g, df), s.acc)
+        stop_safe = (~done) & tiny & (best[0] > 0)
         return _Zoom(
             k=s.k + 1,
             t=t_next.astype(dt),
@@ -434,8 +432,7 @@ def zoom_search(
             prev=pt,
             lo=lo,
             hi=hi,
-            safe=safe,
-            acc=acc,
+            best=best,
             nonfinite=s.nonfinite | ~finite,
         )
 
@@ -451,22 +448,13 @@ def zoom_search(
         prev=start,
         lo=start,
         hi=start,
-        safe=(zero, value0, grad0),
-        acc=(zero, value0, grad0, slope0),
+        best=(zero, value0, grad0, slope0),
         nonfinite=jnp.asarray(False),
     )
     s = jax.lax.while_loop(cond, body, init)
-    # Accepted (both conditions), else the safe step (sufficient decrease only), else 0.
-    acc_valid = s.done & (s.acc[0] > 0)  # done through acceptance (not via the safe stop)
-    use_acc = acc_valid & (s.acc[0] != 0)
-    t_acc, f_acc, g_acc, df_acc = s.acc
-    armijo_acc, curv_acc = conditions(t_acc, f_acc, df_acc)
-    use_acc = use_acc & armijo_acc & curv_acc
-    step = jnp.where(use_acc, t_acc, s.safe[0])
-    value = jnp.where(use_acc, f_acc, s.safe[1])
-    grad = jax.tree_util.tree_map(lambda a, b: jnp.where(use_acc, a, b), g_acc, s.safe[2])
-    slope = jnp.where(use_acc, df_acc, jnp.nan)
-    found = use_acc | (s.safe[0] > 0)
+    # The accepted step (both conditions), else the best with sufficient decrease, else 0.
+    step, value, grad, slope = s.best
+    found = step > 0
     status = jnp.where(
         ~descent,
         LinesearchStatus.NOT_DESCENT_DIRECTION,
@@ -481,9 +469,7 @@ def zoom_search(
         ),
     ).astype(jnp.int32)
     dec_err = jnp.where(found, zero, inf)
-    curv_err = jnp.where(
-        use_acc, zero, jnp.where(jnp.isfinite(slope), jnp.abs(slope) - c2 * jnp.abs(slope0), inf)
-    )
+    curv_err = jnp.where(found, jnp.abs(slope) - c2 * jnp.abs(slope0) - tol, inf)
     info = ZoomLinesearchInfo(
         num_linesearch_steps=s.k,
         decrease_error=dec_err,
