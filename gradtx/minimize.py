@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,6 +32,8 @@ from gradtx.optimizers.full_batch import lbfgs
 __all__ = ["minimize", "MinimizeResult", "MinimizeStatus"]
 
 _RUNNING = -1
+_INT_TYPES = (int, np.integer)
+_REAL_TYPES = (int, float, np.integer, np.floating)
 
 
 class MinimizeStatus(enum.IntEnum):
@@ -393,16 +396,17 @@ def minimize(
         ("memory_size", memory_size, 1),
         ("print_every", print_every, 0),
     ):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+        if isinstance(v, bool) or not isinstance(v, _INT_TYPES) or v < low:
             raise ValueError(f"minimize: {name} must be an int >= {low}, got {v!r}")
     gtol = (1e-5 if tol is None else tol) if gtol is None else gtol
     ftol = (2.220446049250313e-09 if tol is None else tol) if ftol is None else ftol
     for name, v in (("gtol", gtol), ("ftol", ftol)):
-        if not (np.isfinite(v) and v >= 0):
+        if not (isinstance(v, _REAL_TYPES) and math.isfinite(v) and v >= 0):
             raise ValueError(f"minimize: {name} must be a finite number >= 0, got {v!r}")
-    x0 = jax.tree_util.tree_map(_as_float, x0)
-    if not jax.tree_util.tree_leaves(x0):
-        raise ValueError("minimize: x0 has no array leaves")
+    if not (isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.inexact)):
+        x0 = jax.tree_util.tree_map(_as_float, x0)
+        if not jax.tree_util.tree_leaves(x0):
+            raise ValueError("minimize: x0 has no array leaves")
     bounded = bounds is not None
     if bounded:
         if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
