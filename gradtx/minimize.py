@@ -33,6 +33,7 @@ __all__ = ["minimize", "MinimizeResult", "MinimizeStatus"]
 
 _RUNNING = -1
 _INT_TYPES = (int, np.integer)
+_MAX_COUNT = 2**24  # counts are exact in float32 up to here
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
 
@@ -260,18 +261,19 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     body = body_bounded if bounded else body_unbounded
     s = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, init)
     # Few outputs: each output buffer costs a few microseconds per call on CPU.
-    fstats = jnp.stack([s.f, pg_norm(s.x, s.g)]).astype(dt)
-    istats = jnp.stack([s.k, s.nfev, s.status]).astype(jnp.int32)
-    return unravel(s.x), unravel(s.g), fstats, istats
+    # Counts travel as floats (exact below 2**24, which maxiter and maxfev are held to).
+    stats = jnp.stack([s.f, pg_norm(s.x, s.g), s.k, s.nfev, s.status]).astype(dt)
+    return unravel(s.x), unravel(s.g), stats
 
 
-def _result(x, g, fstats, istats) -> MinimizeResult:
-    if isinstance(fstats, jax.core.Tracer) or isinstance(istats, jax.core.Tracer):
-        f, gn = fstats[0], fstats[1]
-        nit, nfev, status = istats[0], istats[1], istats[2]
-    else:  # one transfer each, then NumPy scalars (no further device dispatches)
-        f, gn = np.asarray(fstats)
-        nit, nfev, status = np.asarray(istats)
+def _result(x, g, stats) -> MinimizeResult:
+    if isinstance(stats, jax.core.Tracer):
+        f, gn = stats[0], stats[1]
+        nit, nfev, status = (stats[i].astype(jnp.int32) for i in (2, 3, 4))
+    else:  # one transfer, then NumPy scalars (no further device dispatches)
+        host = np.asarray(stats)
+        f, gn = host[0], host[1]
+        nit, nfev, status = host[2:].astype(np.int32)
     return MinimizeResult(
         x=x,
         fun=f,
@@ -396,8 +398,8 @@ def minimize(
         ("memory_size", memory_size, 1),
         ("print_every", print_every, 0),
     ):
-        if isinstance(v, bool) or not isinstance(v, _INT_TYPES) or v < low:
-            raise ValueError(f"minimize: {name} must be an int >= {low}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, _INT_TYPES) or not low <= v <= _MAX_COUNT:
+            raise ValueError(f"minimize: {name} must be an int in [{low}, 2**24], got {v!r}")
     gtol = (1e-5 if tol is None else tol) if gtol is None else gtol
     ftol = (2.220446049250313e-09 if tol is None else tol) if ftol is None else ftol
     for name, v in (("gtol", gtol), ("ftol", ftol)):
