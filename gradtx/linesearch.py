@@ -44,7 +44,10 @@ _none = lambda x: x is None  # noqa: E731
 class LinesearchStatus(enum.IntEnum):
     """Outcome of one line search (``state.info.status``).
 
-    ``SUCCESS``: the conditions hold at the accepted step. ``NOT_DESCENT_DIRECTION``: the
+    ``SUCCESS``: the conditions hold at the accepted step (for the zoom search, also a step with
+    sufficient decrease once the bracket is narrower than ``stepsize_precision`` or the step is
+    at ``max_learning_rate``; ``info.curvature_error`` then says how far the curvature condition
+    is from holding). ``NOT_DESCENT_DIRECTION``: the
     slope ``<d, ∇f(θ)>`` is not negative (or not finite), so no step is taken.
     ``MAX_STEPS_REACHED``: the step budget ran out before the conditions held; the step returned
     is the best one with sufficient decrease if any was found, else 0. ``NON_FINITE_VALUE``: the
