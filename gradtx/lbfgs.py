@@ -53,7 +53,7 @@ class ScaleByLbfgsState(NamedTuple):
     identity_scale: jax.Array
 
 
-def store_pair(
+def _store_pair(
     state: ScaleByLbfgsState, s: Any, y: Any, accept: jax.Array, sy: jax.Array | None = None
 ) -> tuple:
     """Write ``(s, y, 1/<s, y>)`` into the next ring slot when ``accept``; returns the buffers.
@@ -78,7 +78,7 @@ def store_pair(
     return s_mem, y_mem, w_mem, state.num_pairs + accept.astype(state.num_pairs.dtype)
 
 
-def identity_scale(
+def _identity_scale(
     grad: Any, y_mem: Any, w_mem: jax.Array, num_pairs: jax.Array, scale_init: bool
 ) -> jax.Array:
     """``γ_k`` of the initial matrix ``γ_k I``: ``<s, y>/<y, y>`` of the newest pair, or
@@ -96,7 +96,7 @@ def identity_scale(
     return jnp.where(num_pairs > 0, gamma, first).astype(w_mem.dtype)
 
 
-def two_loop(
+def _two_loop(
     grad: Any, s_mem: Any, y_mem: Any, w_mem: jax.Array, num_pairs: jax.Array, gamma: jax.Array
 ) -> Any:
     """``H g`` by the two-loop recursion (Nocedal & Wright, Algorithm 7.4) over the ring.
@@ -133,7 +133,7 @@ def two_loop(
     return r
 
 
-def curvature_ok(s: Any, y: Any, sy: Any = None, yy: Any = None) -> jax.Array:
+def _curvature_ok(s: Any, y: Any, sy: Any = None, yy: Any = None) -> jax.Array:
     """Whether a pair keeps ``H`` positive definite: ``<s, y> > ε_mach · <y, y>`` (L-BFGS-B's
     test), with everything finite."""
     sy = _real_vdot(s, y) if sy is None else sy
@@ -213,8 +213,8 @@ class scale_by_lbfgs(GradientTransformation):
         y = tree_lib.tree_sub(updates, state.updates)
         sy = _real_vdot(s, y)
         yy = tree_lib.tree_l2_norm(y, squared=True)
-        accept = (state.count > 0) & curvature_ok(s, y, sy, yy)
-        s_mem, y_mem, w_mem, num_pairs = store_pair(state, s, y, accept, sy)
+        accept = (state.count > 0) & _curvature_ok(s, y, sy, yy)
+        s_mem, y_mem, w_mem, num_pairs = _store_pair(state, s, y, accept, sy)
         wdt = state.identity_scale.dtype
         newest = jnp.where(accept, sy / jnp.where(accept, yy, 1.0), state.identity_scale)
         newest = newest.astype(wdt)
@@ -223,7 +223,7 @@ class scale_by_lbfgs(GradientTransformation):
             gamma = jnp.where(num_pairs > 0, newest, first).astype(wdt)
         else:
             gamma = jnp.ones([], wdt)
-        direction = two_loop(updates, s_mem, y_mem, w_mem, num_pairs, gamma)
+        direction = _two_loop(updates, s_mem, y_mem, w_mem, num_pairs, gamma)
         direction = tree_lib.tree_cast_like(direction, updates)
         new_state = ScaleByLbfgsState(
             count=tree_lib.safe_increment(state.count),

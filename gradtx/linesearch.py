@@ -342,7 +342,7 @@ def _cubic_min(a, fa, da, b, fb, db):
     return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
 
 
-def zoom_search(
+def _zoom_search(
     evaluate: Callable[[jax.Array], tuple],
     value0: jax.Array,
     slope0: jax.Array,
@@ -590,7 +590,7 @@ class scale_by_zoom_linesearch(GradientTransformation):
             return v, g, _slope(updates, g)
 
         t0 = 1.0 if self.initial_guess_strategy == "one" else state.learning_rate
-        step, new_value, new_grad, info = zoom_search(
+        step, new_value, new_grad, info = _zoom_search(
             evaluate,
             jnp.asarray(value, dt),
             _slope(updates, grad).astype(dt),

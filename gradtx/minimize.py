@@ -20,13 +20,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradtx.lbfgs import (
-    curvature_ok,
-    identity_scale,
+    _curvature_ok,
+    _identity_scale,
+    _store_pair,
+    _two_loop,
     scale_by_lbfgs,
-    store_pair,
-    two_loop,
 )
-from gradtx.linesearch import LinesearchStatus, scale_by_zoom_linesearch, zoom_search
+from gradtx.linesearch import LinesearchStatus, _zoom_search, scale_by_zoom_linesearch
 from gradtx.optimizers.full_batch import lbfgs
 
 __all__ = ["minimize", "MinimizeResult", "MinimizeStatus"]
@@ -184,7 +184,7 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         x, g, mem = s.x, s.g, s.opt
         active = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
         g_free = jnp.where(active, 0.0, g)
-        gamma = identity_scale(
+        gamma = _identity_scale(
             g_free, mem.diff_updates_memory, mem.weights_memory, mem.num_pairs, True
         )
         # The model restricted to the free variables: pairs with the held coordinates removed
@@ -195,7 +195,7 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         sy_f = jnp.sum(s_f * y_f, axis=1)
         ok = (mem.weights_memory > 0) & (sy_f > jnp.finfo(dt).eps * jnp.sum(y_f * y_f, axis=1))
         w_f = jnp.where(ok, 1.0 / jnp.where(ok, sy_f, 1.0), 0.0).astype(dt)
-        d = -two_loop(g_free, s_f, y_f, w_f, mem.num_pairs, gamma)
+        d = -_two_loop(g_free, s_f, y_f, w_f, mem.num_pairs, gamma)
         blocked = active | ((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0))
         d = jnp.where(blocked, 0.0, d)
         slope = jnp.vdot(g, d)
@@ -210,7 +210,7 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
             moving = (z > lo) & (z < hi)
             return v, gt, jnp.vdot(gt, jnp.where(moving, d, 0.0))
 
-        step, f_new, g_new, info = zoom_search(
+        step, f_new, g_new, info = _zoom_search(
             evaluate,
             s.f,
             slope,
@@ -227,8 +227,8 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         )
         x_new = proj(x + step * d)
         sv, yv = x_new - x, g_new - g
-        accept = (step > 0) & curvature_ok(sv, yv)
-        s_mem, y_mem, w_mem, num_pairs = store_pair(mem, sv, yv, accept)
+        accept = (step > 0) & _curvature_ok(sv, yv)
+        s_mem, y_mem, w_mem, num_pairs = _store_pair(mem, sv, yv, accept)
         mem = mem._replace(
             diff_params_memory=s_mem,
             diff_updates_memory=y_mem,
