@@ -161,7 +161,9 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     proj = (lambda v: jnp.clip(v, lo, hi)) if bounded else (lambda v: v)
 
     def pg_norm(x, g):
-        return jnp.max(jnp.abs(proj(x - g) - x)) if x.size else jnp.zeros([], dt)
+        if not x.size:
+            return jnp.zeros([], dt)
+        return jnp.max(jnp.abs(proj(x - g) - x if bounded else g))
 
     x = proj(x_flat)
     f0, g0 = vg(x)
