@@ -98,10 +98,11 @@ class MinimizeResult(NamedTuple):
 class _Loop(NamedTuple):
     x: jax.Array
     f: jax.Array
+    f_prev: jax.Array
     g: jax.Array
     k: jax.Array
     nfev: jax.Array
-    status: jax.Array
+    ls_status: jax.Array
     opt: Any
 
 
@@ -112,7 +113,9 @@ def _print_progress(k, f, gnorm, nfev):
     )
 
 
-def _stop_status(f_old, f_new, pgnorm, k, nfev, ls_status, progressed, maxiter, maxfev, gtol, ftol):
+def _stop_status(
+    f_old, f_new, pgnorm, k, nfev, ls_status, check_rel, progressed, maxiter, maxfev, gtol, ftol
+):
     """SciPy's order of tests: gradient, then relative reduction, then the budgets."""
     rel = (f_old - f_new) <= ftol * jnp.maximum(jnp.maximum(jnp.abs(f_old), jnp.abs(f_new)), 1.0)
     ls_fail = jnp.where(
@@ -127,7 +130,7 @@ def _stop_status(f_old, f_new, pgnorm, k, nfev, ls_status, progressed, maxiter, 
     status = jnp.full([], _RUNNING, jnp.int32)
     status = jnp.where(nfev >= maxfev, MinimizeStatus.MAXFEV, status)
     status = jnp.where(k >= maxiter, MinimizeStatus.MAXITER, status)
-    status = jnp.where(progressed & rel, MinimizeStatus.FTOL, status)
+    status = jnp.where(check_rel & rel, MinimizeStatus.FTOL, status)
     status = jnp.where(progressed, status, ls_fail)
     status = jnp.where(pgnorm <= gtol, MinimizeStatus.GTOL, status)
     status = jnp.where(
@@ -167,8 +170,6 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
 
     x = proj(x_flat)
     f0, g0 = vg(x)
-    status0 = jnp.where(pg_norm(x, g0) <= gtol, MinimizeStatus.GTOL, _RUNNING)
-    status0 = jnp.where(jnp.isfinite(f0), status0, MinimizeStatus.NON_FINITE).astype(jnp.int32)
     ls_kw = dict(max_linesearch_steps=maxls, initial_guess_strategy="one")
     if bounded:
         opt = scale_by_lbfgs(memory_size=memory_size).init(x)
@@ -242,14 +243,21 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     def _advance(s, x_new, f_new, g_new, info, opt):
         k = s.k + 1
         nfev = s.nfev + info.num_linesearch_steps
+        if print_every:
+            _maybe_print(print_every, k, f_new, pg_norm(x_new, g_new), nfev)
+        return _Loop(x=x_new, f=f_new, f_prev=s.f, g=g_new, k=k, nfev=nfev,
+                     ls_status=info.status, opt=opt)  # fmt: skip
+
+    def status(s: _Loop) -> jax.Array:
+        # The stopping tests live in the loop's condition (evaluated once per iteration, and
+        # once more for the result): the body then carries no status of its own.
+        first = s.k == 0
         # A step the line search accepted counts as progress even where f is flat to rounding.
-        progressed = (f_new < s.f) | (info.status == LinesearchStatus.SUCCESS)
-        pgn = pg_norm(x_new, g_new)
-        status = _stop_status(
-            s.f, f_new, pgn, k, nfev, info.status, progressed, maxiter, maxfev, gtol, ftol
-        )
-        _maybe_print(print_every, k, f_new, pgn, nfev)
-        return _Loop(x=x_new, f=f_new, g=g_new, k=k, nfev=nfev, status=status, opt=opt)
+        progressed = first | (s.f < s.f_prev) | (s.ls_status == LinesearchStatus.SUCCESS)
+        return _stop_status(
+            s.f_prev, s.f, pg_norm(s.x, s.g), s.k, s.nfev, s.ls_status, progressed & ~first,
+            progressed, maxiter, maxfev, gtol, ftol,
+        )  # fmt: skip
 
     init = _Loop(
         x=x,
@@ -257,14 +265,15 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         g=g0,
         k=jnp.zeros([], jnp.int32),
         nfev=jnp.ones([], jnp.int32),
-        status=status0,
+        f_prev=f0,
+        ls_status=jnp.zeros([], jnp.int32),
         opt=opt,
     )
     body = body_bounded if bounded else body_unbounded
-    s = jax.lax.while_loop(lambda s: s.status == _RUNNING, body, init)
+    s = jax.lax.while_loop(lambda s: status(s) == _RUNNING, body, init)
     # Few outputs: each output buffer costs a few microseconds per call on CPU.
     # Counts travel as floats (exact below 2**24, which maxiter and maxfev are held to).
-    stats = jnp.stack([s.f, pg_norm(s.x, s.g), s.k, s.nfev, s.status]).astype(dt)
+    stats = jnp.stack([s.f, pg_norm(s.x, s.g), s.k, s.nfev, status(s)]).astype(dt)
     return unravel(s.x), unravel(s.g), stats
 
 
