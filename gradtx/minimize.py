@@ -33,6 +33,7 @@ __all__ = ["minimize", "MinimizeResult", "MinimizeStatus"]
 
 _RUNNING = -1
 _INT_TYPES = (int, np.integer)
+_METHODS = ("lbfgs", "l-bfgs", "l-bfgs-b", "lbfgsb")
 _MAX_COUNT = 2**24  # counts are exact in float32 up to here
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
@@ -65,8 +66,9 @@ _MESSAGES = {
 class MinimizeResult(NamedTuple):
     """The outcome of :func:`minimize`.
 
-    ``x`` and ``grad`` are JAX arrays; the scalars are NumPy scalars (JAX scalars when
-    :func:`minimize` is called inside a traced function).
+    ``x`` and ``grad`` are JAX arrays; ``fun`` and ``grad_norm`` are NumPy scalars, the counts
+    and ``status`` Python ints and ``success`` a bool (all JAX scalars when :func:`minimize` is
+    called inside a traced function).
 
     Attributes:
         x: the solution, with the structure of ``x0``.
@@ -281,10 +283,10 @@ def _result(x, g, stats) -> MinimizeResult:
     if isinstance(stats, jax.core.Tracer):
         f, gn = stats[0], stats[1]
         nit, nfev, status = (stats[i].astype(jnp.int32) for i in (2, 3, 4))
-    else:  # one transfer, then NumPy scalars (no further device dispatches)
+    else:  # one transfer, then host scalars (no further device dispatches)
         host = np.asarray(stats)
         f, gn = host[0], host[1]
-        nit, nfev, status = host[2:].astype(np.int32)
+        nit, nfev, status = int(host[2]), int(host[3]), int(host[4])
     return MinimizeResult(
         x=x,
         fun=f,
@@ -398,24 +400,15 @@ def minimize(
     optimization", SIAM J. Sci. Comput., 1995; Nocedal & Wright, "Numerical Optimization",
     2nd ed., 2006, chapter 7.
     """
-    if method.lower() not in ("lbfgs", "l-bfgs", "l-bfgs-b", "lbfgsb"):
-        raise ValueError(f"minimize: method must be 'lbfgs', got {method!r}")
     if not callable(fun):
         raise TypeError(f"minimize: fun must be callable, got {fun!r}")
-    for name, v, low in (
-        ("maxiter", maxiter, 0),
-        ("maxfev", maxfev, 1),
-        ("maxls", maxls, 1),
-        ("memory_size", memory_size, 1),
-        ("print_every", print_every, 0),
-    ):
-        if isinstance(v, bool) or not isinstance(v, _INT_TYPES) or not low <= v <= _MAX_COUNT:
-            raise ValueError(f"minimize: {name} must be an int in [{low}, 2**24], got {v!r}")
-    gtol = (1e-5 if tol is None else tol) if gtol is None else gtol
-    ftol = (2.220446049250313e-09 if tol is None else tol) if ftol is None else ftol
-    for name, v in (("gtol", gtol), ("ftol", ftol)):
-        if not (isinstance(v, _REAL_TYPES) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"minimize: {name} must be a finite number >= 0, got {v!r}")
+    try:  # the checked settings, cached: repeated solves skip the checks
+        options = _options(method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls,
+                           print_every)  # fmt: skip
+    except TypeError:  # an unhashable setting: check it uncached (and report it)
+        options = _options.__wrapped__(
+            method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print_every
+        )
     if not (isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.inexact)):
         x0 = jax.tree_util.tree_map(_as_float, x0)
         if not jax.tree_util.tree_leaves(x0):
@@ -435,9 +428,32 @@ def minimize(
                 f"{hi_v.flat[i]} at flat index {i}"
             )
         bounds = (lo_np, hi_np)
-    options = np.array([maxiter, maxfev, gtol, ftol, maxls], np.float64)
     solver = _compiled(fun, int(memory_size), int(print_every))
     return _result(*solver(x0, tuple(args), bounds, options))
+
+
+@functools.lru_cache(maxsize=256)
+def _options(method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print_every):
+    """Check the settings of :func:`minimize`; pack the numeric ones into one float64 array."""
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ValueError(f"minimize: method must be 'lbfgs', got {method!r}")
+    for name, v, low in (
+        ("maxiter", maxiter, 0),
+        ("maxfev", maxfev, 1),
+        ("maxls", maxls, 1),
+        ("memory_size", memory_size, 1),
+        ("print_every", print_every, 0),
+    ):
+        if isinstance(v, bool) or not isinstance(v, _INT_TYPES) or not low <= v <= _MAX_COUNT:
+            raise ValueError(f"minimize: {name} must be an int in [{low}, 2**24], got {v!r}")
+    gtol = (1e-5 if tol is None else tol) if gtol is None else gtol
+    ftol = (2.220446049250313e-09 if tol is None else tol) if ftol is None else ftol
+    for name, v in (("gtol", gtol), ("ftol", ftol)):
+        if not (isinstance(v, _REAL_TYPES) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"minimize: {name} must be a finite number >= 0, got {v!r}")
+    options = np.array([maxiter, maxfev, gtol, ftol, maxls], np.float64)
+    options.setflags(write=False)
+    return options
 
 
 def _as_float(leaf: Any) -> Any:
