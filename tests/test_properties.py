@@ -128,7 +128,9 @@ def test_jit_equals_eager(case):
     p_jit, s_jit = _run(case, opt, params, 5, jit=True)
     p_eager, s_eager = _run(case, opt, params, 5, jit=False)
     for a, b in zip(
-        jax.tree_util.tree_leaves((p_jit, s_jit)), jax.tree_util.tree_leaves((p_eager, s_eager))
+        jax.tree_util.tree_leaves((p_jit, s_jit)),
+        jax.tree_util.tree_leaves((p_eager, s_eager)),
+        strict=True,
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
 
@@ -174,7 +176,9 @@ def test_vmap_over_learning_rates(case):
     batched = jax.jit(jax.vmap(run))(lrs)
     for i, lr in enumerate(np.asarray(lrs)):
         single = jax.jit(run)(jnp.float32(lr))
-        for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single), strict=True
+        ):
             np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -189,7 +193,9 @@ def test_grad_wrt_learning_rate(case, x64):
         p, _, _ = _step(opt, case, params, state, 0)
         return sum(
             jnp.sum((a - b) ** 2)
-            for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(target))
+            for a, b in zip(
+                jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(target), strict=True
+            )
         )
 
     lr = jnp.float64(case.lr)
