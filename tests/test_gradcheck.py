@@ -100,3 +100,49 @@ def test_extra_args_and_bad_input(x64):
         gradtx.check_grads(lambda x: jnp.sum(x), jnp.arange(3))
     with pytest.raises(ValueError, match="max_checks must be >= 1"):
         gradtx.check_grads(lambda x: jnp.sum(x), jnp.ones(3), max_checks=0)
+
+
+def test_a_small_leaf_is_never_skipped_by_the_subset(x64):
+    # 200 checks out of 5003 elements: sampling over the whole tree skips the 3-element leaf
+    # most of the time; sampling within each leaf checks all of it.
+    rng = np.random.default_rng(1)
+    p = {"big": jnp.asarray(rng.normal(size=(100, 50))), "small": jnp.asarray(rng.normal(size=3))}
+
+    bad = jax.custom_vjp(lambda x: jnp.sum(x**2))
+    bad.defvjp(lambda x: (jnp.sum(x**2), x), lambda x, ct: (ct * 3.0 * x,))  # true: 2x
+    loss = lambda q: jnp.sum(jnp.tanh(q["big"])) + bad(q["small"])  # noqa: E731
+    for seed in range(5):
+        with pytest.raises(gradtx.GradCheckError) as e:
+            gradtx.check_grads(loss, p, max_checks=200, seed=seed)
+        r = e.value.report
+        assert r.where.startswith("['small'][") and r.num_checked <= 200
+        i = int(r.where[len("['small'][") : -1])
+        true = 2.0 * float(p["small"][i])
+        np.testing.assert_allclose(r.numeric, true, rtol=1e-8)
+        np.testing.assert_allclose(r.max_rel_error, 1.0 / 3.0, rtol=1e-6)
+    # The correct gradient passes with the same budget.
+    good = lambda q: jnp.sum(jnp.tanh(q["big"])) + jnp.sum(q["small"] ** 2)  # noqa: E731
+    assert gradtx.check_grads(good, p, max_checks=200).num_checked <= 200
+
+
+def test_mixed_float32_float64_tree(x64):
+    # Each leaf is stepped and judged in its own dtype: the float32 leaf's step is rounded to
+    # float32, and the difference quotient divides by that realised step.
+    rng = np.random.default_rng(2)
+    p = {
+        "a": jnp.asarray(rng.normal(size=4), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=4), jnp.float64),
+    }
+
+    def loss(q):
+        return jnp.sum(jnp.sin(q["a"])) + jnp.sum(jnp.sin(q["b"]))
+
+    r = gradtx.check_grads(loss, p)
+    assert r.num_checked == 8 and r.max_rel_error <= r.tol
+    # A wrong float64 gradient is still judged with the float64 tolerance (1e-6).
+    bad = jax.custom_vjp(jnp.sin)
+    bad.defvjp(lambda x: (jnp.sin(x), x), lambda x, ct: (ct * jnp.cos(x) * (1 + 1e-4),))
+    with pytest.raises(gradtx.GradCheckError) as e:
+        gradtx.check_grads(lambda q: jnp.sum(jnp.sin(q["a"])) + jnp.sum(bad(q["b"])), p)
+    assert e.value.report.where.startswith("['b'][") and e.value.report.tol == 1e-6
+    np.testing.assert_allclose(e.value.report.max_rel_error, 1e-4 / (1 + 1e-4), rtol=1e-3)
