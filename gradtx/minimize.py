@@ -179,6 +179,7 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         tx = lbfgs(memory_size=memory_size, linesearch=scale_by_zoom_linesearch(**ls_kw))
         opt = tx.init(x)
     zoom = scale_by_zoom_linesearch(**ls_kw)
+    c1 = zoom.slope_rtol
 
     def body_unbounded(s: _Loop) -> _Loop:
         u, opt = tx.update(s.g, s.opt, s.x, value=s.f, grad=s.g, value_fn=f)
@@ -210,22 +211,31 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         slope = jnp.vdot(g, d)
 
         def evaluate(t):
+            # The search runs on φ(t) = f(P(x + t d)) + c1 (t <g, d> − <g, P(x + t d) − x>):
+            # its Armijo test ``φ(t) <= f + c1 t <g, d>`` is the projected Armijo test
+            # ``f(P(x + t d)) <= f + c1 <g, P(x + t d) − x>`` (a coordinate clipped at its bound
+            # no longer counts towards the promised decrease). The true value rides with the
+            # gradient.
             z = x + t * d
-            v, gt = vg(proj(z))
+            xz = proj(z)
+            v, gt = vg(xz)
             moving = (z > lo) & (z < hi)
-            return v, gt, jnp.vdot(gt, jnp.where(moving, d, 0.0))
+            d_move = jnp.where(moving, d, 0.0)
+            phi = v + c1 * (t * slope - jnp.vdot(g, xz - x))
+            dphi = jnp.vdot(gt, d_move) + c1 * (slope - jnp.vdot(g, d_move))
+            return phi, (gt, v), dphi
 
-        step, f_new, g_new, info = _zoom_search(
+        step, _, (g_new, f_new), info = _zoom_search(
             evaluate,
             s.f,
             slope,
-            g,
+            (g, s.f),
             jnp.ones([], dt),
             max_steps=maxls,
             max_stepsize=zoom.max_learning_rate,
             tol=zoom.tol,
             increase_factor=zoom.increase_factor,
-            c1=zoom.slope_rtol,
+            c1=c1,
             c2=zoom.curv_rtol,
             approx_dec_rtol=zoom.approx_dec_rtol,
             stepsize_precision=zoom.stepsize_precision,
@@ -234,13 +244,24 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         sv, yv = x_new - x, g_new - g
         accept = (step > 0) & _curvature_ok(sv, yv)
         s_mem, y_mem, w_mem, num_pairs = _store_pair(mem, sv, yv, accept)
+        # A failed search with curvature pairs stored: forget them and try again from x along
+        # the projected steepest descent (as L-BFGS-B does) before declaring failure. The retry
+        # is not an iteration; the stopping test sees the previous iteration's values.
+        retry = (
+            (step <= 0) & (info.status != LinesearchStatus.NON_FINITE_VALUE) & (mem.num_pairs > 0)
+        )
         mem = mem._replace(
             diff_params_memory=s_mem,
             diff_updates_memory=y_mem,
-            weights_memory=w_mem,
-            num_pairs=num_pairs,
+            weights_memory=jnp.where(retry, 0.0, w_mem).astype(w_mem.dtype),
+            num_pairs=jnp.where(retry, 0, num_pairs).astype(num_pairs.dtype),
         )
-        return _advance(s, x_new, f_new, g_new, info, mem)
+        new = _advance(s, x_new, f_new, g_new, info, mem)
+        return new._replace(
+            k=jnp.where(retry, s.k, new.k),
+            f_prev=jnp.where(retry, s.f_prev, new.f_prev),
+            ls_status=jnp.where(retry, s.ls_status, new.ls_status).astype(new.ls_status.dtype),
+        )
 
     def _advance(s, x_new, f_new, g_new, info, opt):
         k = s.k + 1

@@ -231,3 +231,23 @@ def test_bad_arguments():
         gradtx.minimize(rosen, jnp.zeros(2), bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="bounds must be a pair"):
         gradtx.minimize(rosen, jnp.zeros(2), bounds=(0.0,))
+
+
+@pytest.mark.parametrize(("lower", "upper"), [(1.2, 3.0), (1.1, 1.5), (-3.0, -0.5), (0.0, 0.9)])
+def test_bounded_random_starts_match_scipy(x64, lower, upper):
+    """Starts inside and outside the box (clipped into it); the lower bounds are active at the
+    solution for the first two boxes, the upper ones for the others. A variable a hair inside
+    its bound must not stall the projected line search (the solve must reach scipy's point, not
+    stop on a failed search)."""
+    for seed in range(6):
+        x0 = np.random.default_rng(seed).uniform(-2, 2, 10)
+        ref = _scipy(rosen, x0, (), bounds=(lower, upper))
+        res = gradtx.minimize(rosen, jnp.asarray(x0), bounds=(lower, upper))
+        assert bool(res.success) and ref.success, (seed, res.message, ref.message)
+        assert _rel(res.x, ref.x) <= 1e-5, (seed, _rel(res.x, ref.x))
+        np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-8)
+        assert np.all(np.asarray(res.x) >= lower) and np.all(np.asarray(res.x) <= upper)
+        at_lo, at_hi = np.isclose(ref.x, lower), np.isclose(ref.x, upper)
+        assert (at_lo if lower > 1 else at_hi).any()
+        np.testing.assert_array_equal(np.isclose(res.x, lower), at_lo)
+        np.testing.assert_array_equal(np.isclose(res.x, upper), at_hi)
