@@ -351,7 +351,7 @@ def _flat_bound(b: Any, x0: Any, fill: float, which: str) -> np.ndarray:
 def minimize(
     fun: Callable[..., Any],
     x0: Any,
-    args: tuple = (),
+    args: Any = (),
     *,
     method: str = "lbfgs",
     bounds: tuple[Any, Any] | None = None,
@@ -389,7 +389,9 @@ def minimize(
     Args:
         fun: the objective, ``fun(x, *args) -> scalar``, differentiable by JAX.
         x0: the starting point (any pytree of floating arrays).
-        args: extra arguments for ``fun`` (pytrees of arrays; traced, not baked in).
+        args: extra arguments for ``fun`` (pytrees of arrays; traced, not baked in). A tuple
+            is unpacked, ``fun(x, *args)``; anything else is one argument, ``fun(x, args)`` (as
+            in SciPy).
         method: ``"lbfgs"`` (``"l-bfgs-b"`` is accepted as the same).
         bounds: ``(lower, upper)``, each a scalar, ``None`` (unbounded) or a pytree like ``x0``
             (``None`` leaves: unbounded).
@@ -450,7 +452,9 @@ def minimize(
             )
         bounds = (lo_np, hi_np)
     solver = _compiled(fun, int(memory_size), int(print_every))
-    return _result(*solver(x0, tuple(args), bounds, options))
+    if not isinstance(args, tuple):
+        args = (args,)
+    return _result(*solver(x0, args, bounds, options))
 
 
 @functools.lru_cache(maxsize=256)

@@ -251,3 +251,21 @@ def test_bounded_random_starts_match_scipy(x64, lower, upper):
         assert (at_lo if lower > 1 else at_hi).any()
         np.testing.assert_array_equal(np.isclose(res.x, lower), at_lo)
         np.testing.assert_array_equal(np.isclose(res.x, upper), at_hi)
+
+
+def test_args_not_a_tuple_is_one_argument(x64):
+    """As in SciPy: a non-tuple ``args`` is passed whole (not split into rows)."""
+
+    def f(x, c):
+        return jnp.sum((x - c) ** 2)
+
+    res = gradtx.minimize(f, jnp.zeros(3), jnp.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(np.asarray(res.x), [1.0, 2.0, 3.0], rtol=1e-6)
+    res = gradtx.minimize(f, jnp.zeros(3), 2.0)
+    ref = scipy.optimize.minimize(
+        lambda x, c: (np.sum((x - c) ** 2), 2 * (x - c)), np.zeros(3), 2.0, jac=True
+    )
+    np.testing.assert_allclose(np.asarray(res.x), ref.x, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.x), 2.0, rtol=1e-6)
+    res = gradtx.minimize(f, jnp.zeros(3), (4.0,))
+    np.testing.assert_allclose(np.asarray(res.x), 4.0, rtol=1e-6)
