@@ -44,20 +44,24 @@ _none = lambda x: x is None  # noqa: E731
 class LinesearchStatus(enum.IntEnum):
     """Outcome of one line search (``state.info.status``).
 
-    ``SUCCESS``: the conditions hold at the accepted step (for the zoom search, also a step with
-    sufficient decrease once the bracket is narrower than ``stepsize_precision`` or the step is
-    at ``max_learning_rate``; ``info.curvature_error`` then says how far the curvature condition
-    is from holding). ``NOT_DESCENT_DIRECTION``: the
-    slope ``<d, ∇f(θ)>`` is not negative (or not finite), so no step is taken.
-    ``MAX_STEPS_REACHED``: the step budget ran out before the conditions held; the step returned
-    is the best one with sufficient decrease if any was found, else 0. ``NON_FINITE_VALUE``: the
-    budget ran out and the only non-rejected trials had a NaN/inf value or slope; step 0.
+    ``SUCCESS``: the search's conditions hold at the accepted step: for backtracking the Armijo
+    condition; for the zoom search the curvature condition and sufficient decrease (Armijo, or
+    Hager & Zhang's approximate form when ``approx_dec_rtol`` is set).
+    ``NOT_DESCENT_DIRECTION``: the slope ``<d, ∇f(θ)>`` is not negative (or not finite), so no
+    step is taken. ``MAX_STEPS_REACHED``: the step budget ran out before the conditions held; the
+    step returned is the best one with sufficient decrease if any was found, else 0.
+    ``NON_FINITE_VALUE``: the budget ran out and the only non-rejected trials had a NaN/inf value
+    or slope; step 0. ``SUFFICIENT_DECREASE_ONLY`` (zoom only): the search stopped at a step
+    with sufficient decrease (Armijo or approximate) where the curvature condition does not
+    hold, because the step is at ``max_learning_rate`` or the bracket became narrower than
+    ``stepsize_precision`` (e.g. at a kink); ``info.curvature_error`` says by how much.
     """
 
     SUCCESS = 0
     NOT_DESCENT_DIRECTION = 1
     MAX_STEPS_REACHED = 2
     NON_FINITE_VALUE = 3
+    SUFFICIENT_DECREASE_ONLY = 4
 
 
 def _real_dtype_of(tree: Any) -> Any:
@@ -458,12 +462,15 @@ def _zoom_search(
     # The accepted step (both conditions), else the best with sufficient decrease, else 0.
     step, value, grad, slope = s.best
     found = step > 0
+    curv_err = jnp.where(found, jnp.abs(slope) - c2 * jnp.abs(slope0) - tol, inf)
     status = jnp.where(
         ~descent,
         LinesearchStatus.NOT_DESCENT_DIRECTION,
         jnp.where(
             s.done,
-            LinesearchStatus.SUCCESS,
+            jnp.where(
+                curv_err <= 0, LinesearchStatus.SUCCESS, LinesearchStatus.SUFFICIENT_DECREASE_ONLY
+            ),
             jnp.where(
                 (~found) & s.nonfinite,
                 LinesearchStatus.NON_FINITE_VALUE,
@@ -472,7 +479,6 @@ def _zoom_search(
         ),
     ).astype(jnp.int32)
     dec_err = jnp.where(found, zero, inf)
-    curv_err = jnp.where(found, jnp.abs(slope) - c2 * jnp.abs(slope0) - tol, inf)
     info = ZoomLinesearchInfo(
         num_linesearch_steps=s.k,
         decrease_error=dec_err,
@@ -500,8 +506,11 @@ class scale_by_zoom_linesearch(GradientTransformation):
     met by Hager & Zhang's approximate form ``φ'(η) <= (2c_1 − 1) φ'(0)``. A trial with a
     non-finite value is treated as too long. When the budget runs out the best step with
     sufficient decrease is returned (or 0); ``info.status`` reports not-a-descent-direction,
-    max-steps-reached and non-finite-value failures. The update is ``η d``; the value and
-    gradient at the accepted point are stored for :func:`value_and_grad_from_state`.
+    max-steps-reached and non-finite-value failures, and ``SUFFICIENT_DECREASE_ONLY`` when the
+    search stops at ``max_learning_rate`` or within ``stepsize_precision`` at a step whose
+    curvature condition fails (``SUCCESS`` always means both conditions hold). The update is
+    ``η d``; the value and gradient at the accepted point are stored for
+    :func:`value_and_grad_from_state`.
 
     Args:
         max_linesearch_steps: most value-and-gradient evaluations per search.

@@ -212,3 +212,87 @@ def test_bad_arguments():
     ls = gradtx.scale_by_zoom_linesearch(10)
     with pytest.raises(ValueError, match="needs the keyword arguments"):
         ls.update(jnp.ones(2), ls.init(jnp.ones(2)), jnp.ones(2))
+
+
+def test_zoom_status_says_when_only_decrease_holds(x64):
+    """Stopping at a kink (bracket below stepsize_precision) or at max_learning_rate leaves
+    the curvature condition unmet: the status says so, with the NumPy curvature error."""
+    # |x - 0.3| from x = 1 along -1: every step past 0.7 reverses the slope; no step meets
+    # |φ'(η)| <= 0.9 |φ'(0)| = 0.9, since |φ'| = 1 everywhere.
+    f = lambda x: jnp.sum(jnp.abs(x - 0.3))  # noqa: E731
+    u, st = _one_search(_SEARCHES["zoom"](30), f, [1.0])
+    x1 = 1.0 + float(u[0])
+    assert int(st.info.status) == LinesearchStatus.SUFFICIENT_DECREASE_ONLY
+    assert abs(x1 - 1.0) > 0 and abs(x1 - 0.3) <= 1.0 - 1e-4 * abs(x1 - 1.0)  # Armijo
+    np.testing.assert_allclose(float(st.info.curvature_error), 1.0 - 0.9, rtol=1e-12)
+    # (x - 50)^2 from 0 along the unit direction, capped at step 2: φ'(2) = -96, 0.9|φ'(0)| = 90.
+    g = lambda x: jnp.sum((x - 50.0) ** 2)  # noqa: E731
+    ls = gradtx.scale_by_zoom_linesearch(30, max_learning_rate=2.0, initial_guess_strategy="one")
+    u, st = _one_search(ls, g, [0.0], direction=jnp.array([1.0]))
+    assert int(st.info.status) == LinesearchStatus.SUFFICIENT_DECREASE_ONLY
+    np.testing.assert_allclose(np.asarray(u), [2.0])
+    np.testing.assert_allclose(float(st.info.curvature_error), 96.0 - 90.0, rtol=1e-12)
+    # Where both hold, the status is SUCCESS (step 50 is reachable without the cap).
+    u, st = _one_search(_SEARCHES["zoom"](30), g, [0.0], direction=jnp.array([1.0]))
+    assert int(st.info.status) == LinesearchStatus.SUCCESS
+    assert float(st.info.curvature_error) == 0.0
+
+
+def _np_abs(x):
+    return float(np.sum(np.abs(x - 0.3)) + 0.5 * np.sum(x**2) * 1e-3)
+
+
+def _np_abs_grad(x):
+    return np.sign(x - 0.3) + 1e-3 * x
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        (_rosen, _np_rosen, _np_rosen_grad, np.zeros(6), 60),
+        (
+            lambda x: jnp.sum(jnp.abs(x - 0.3)) + 0.5 * jnp.sum(x**2) * 1e-3,
+            _np_abs,
+            _np_abs_grad,
+            np.array([1.0, -2.0, 0.5]),
+            15,
+        ),
+    ],
+    ids=["rosenbrock", "kinked"],
+)
+def test_default_lbfgs_steps_satisfy_what_their_status_claims(x64, problem):
+    """The DEFAULT ``lbfgs`` (zoom search, approximate Wolfe on): SUCCESS means sufficient
+    decrease (Armijo, or the approximate form within approx_dec_rtol |f|) and curvature;
+    SUFFICIENT_DECREASE_ONLY means decrease without curvature; MAX_STEPS_REACHED takes the
+    best step with sufficient decrease, or none; the other failures take no step. Checked in
+    float64 NumPy."""
+    f, np_f, np_grad, x0, steps = problem
+    c1, c2, approx = 1e-4, 0.9, 1e-6
+    seen = set()
+    for x, u, st, x1 in _run(gradtx.lbfgs(), f, jnp.asarray(x0), steps):
+        status = int(st.info.status)
+        seen.add(status)
+        if status in (LinesearchStatus.NOT_DESCENT_DIRECTION, LinesearchStatus.NON_FINITE_VALUE):
+            np.testing.assert_array_equal(u, 0.0)
+            continue
+        if status == LinesearchStatus.MAX_STEPS_REACHED and not np.any(u):
+            continue  # no step with sufficient decrease was found
+        eta = float(st.learning_rate)
+        d = u / eta
+        f0, f1 = np_f(x), np_f(x1)
+        s0, s1 = np_grad(x) @ d, np_grad(x1) @ d
+        slack = 1e-9 * (abs(s0) + abs(s1))
+        armijo = f1 <= f0 + c1 * eta * s0 + 1e-12 * abs(f0)
+        approx_wolfe = f1 <= f0 + approx * abs(f0) + 1e-12 * abs(f0) and (
+            s1 <= (2 * c1 - 1) * s0 + slack
+        )
+        assert s0 < 0 and (armijo or approx_wolfe)
+        curvature_error = abs(s1) - c2 * abs(s0)
+        if status == LinesearchStatus.SUCCESS:
+            assert curvature_error <= slack
+        elif status == LinesearchStatus.SUFFICIENT_DECREASE_ONLY:
+            assert curvature_error > -slack
+            np.testing.assert_allclose(
+                float(st.info.curvature_error), curvature_error, rtol=1e-6, atol=slack
+            )
+    assert LinesearchStatus.SUCCESS in seen
