@@ -156,6 +156,40 @@ def test_user_loop_gives_the_iterates_of_minimize(x64):
         np.testing.assert_allclose(np.asarray(res.x), xs[k - 1], rtol=1e-12, atol=1e-14)
 
 
+def test_user_loop_tracks_minimize_on_a_pytree_to_rounding(x64):
+    """On a pytree x0 the dot products are summed leaf by leaf in a different order than
+    minimize's flat vector, so the iterates agree to rounding, and Rosenbrock's curved valley
+    amplifies that rounding: measured max |difference| 1e-13 after 10 iterations, 4e-6 after
+    40, both ending at the minimiser."""
+
+    def f(p):
+        return _rosen(jnp.concatenate([p["a"], p["b"].ravel()]))
+
+    p0 = {"a": jnp.zeros(2), "b": jnp.zeros((2, 4))}
+    opt = gradtx.lbfgs()
+    vg = gradtx.value_and_grad_from_state(f)
+
+    def step(carry, _):
+        p, state = carry
+        v, g = vg(p, state=state)
+        u, state = opt.update(g, state, p, value=v, grad=g, value_fn=f)
+        p = gradtx.apply_updates(p, u)
+        return (p, state), p
+
+    run = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, length=80)[1])
+    ps = jax.tree_util.tree_map(np.asarray, run(p0))
+    for k, atol in ((1, 1e-12), (5, 1e-12), (10, 1e-11), (40, 1e-4)):
+        res = gradtx.minimize(f, p0, maxiter=k, gtol=0.0, ftol=0.0)
+        assert int(res.nit) == k
+        for name in ("a", "b"):
+            np.testing.assert_allclose(np.asarray(res.x[name]), ps[name][k - 1], atol=atol)
+    # Both reach the minimiser (1, ..., 1).
+    res = gradtx.minimize(f, p0, gtol=1e-10, ftol=0.0)
+    for name in ("a", "b"):
+        np.testing.assert_allclose(np.asarray(res.x[name]), 1.0, atol=1e-8)
+        np.testing.assert_allclose(ps[name][-1], 1.0, atol=1e-8)
+
+
 def test_user_loop_converges_on_a_pytree(x64):
     def f(p):
         return _rosen(jnp.concatenate([p["a"], p["b"].ravel()]))
