@@ -150,17 +150,24 @@ class scale_by_lbfgs(GradientTransformation):
     At each call with gradient ``g_k`` at parameters ``θ_k`` the pair
     ``s = θ_k − θ_{k−1}``, ``y = g_k − g_{k−1}`` enters the memory (the oldest of ``m`` pairs
     leaves) when ``<s, y> > ε_mach <y, y>``; a pair with non-positive curvature is skipped, as
-    L-BFGS-B does, so ``H_k`` stays positive definite. Then, by the two-loop recursion,
+    L-BFGS-B does, so ``H_k`` stays positive definite. The direction is computed by the
+    two-loop recursion (Nocedal & Wright, 2nd ed., Algorithm 7.4) over the stored pairs
+    ``(s_i, y_i)``, newest ``i = k−1``, oldest ``i = k−m``, with ``ρ_i = 1/<s_i, y_i>``:
 
-    .. math::
-        H_k = V_{k-1}^T \\cdots V_{k-m}^T (γ_k I) V_{k-m} \\cdots V_{k-1}
-              + \\text{(rank-one terms } ρ_i s_i s_i^T\\text{ propagated likewise)},\\\\
-        V_i = I - ρ_i y_i s_i^T,\\quad ρ_i = 1/\\langle s_i, y_i\\rangle,\\quad
-        γ_k = \\langle s, y\\rangle / \\langle y, y\\rangle \\text{ (newest pair)},
+    .. code-block:: text
 
-    and ``γ_0 = min(1, 1/||g_0||)`` before any pair exists. With ``scale_init_precond=False``,
-    ``γ_k = 1``. The output is ``H_k g_k`` (a descent direction once negated); chain it with
-    ``scale(-1)`` and a line search.
+        q ← g_k
+        for i = k−1, …, k−m:   α_i ← ρ_i <s_i, q>;   q ← q − α_i y_i
+        r ← γ_k q                                  (H_k⁰ = γ_k I)
+        for i = k−m, …, k−1:   β ← ρ_i <y_i, r>;     r ← r + (α_i − β) s_i
+        return r = H_k g_k
+
+    with ``γ_k = <s_{k−1}, y_{k−1}> / <y_{k−1}, y_{k−1}>`` (eq. 7.20, the newest pair). This
+    equals ``H_k g_k`` for ``H_k`` built by ``H ← V_iᵀ H V_i + ρ_i s_i s_iᵀ``,
+    ``V_i = I − ρ_i y_i s_iᵀ``, applied from ``H = γ_k I`` for ``i = k−m, …, k−1`` (eq. 7.19).
+    Before any pair exists ``H_0 = γ_0 I`` with ``γ_0 = min(1, 1/||g_0||)``. With
+    ``scale_init_precond=False``, ``γ_k = 1``. The output is ``H_k g_k`` (a descent direction
+    once negated); chain it with ``scale(-1)`` and a line search.
 
     Args:
         memory_size: number of pairs ``m`` kept (static: it sets the buffers' shape).
@@ -174,8 +181,9 @@ class scale_by_lbfgs(GradientTransformation):
         >>> [round(float(x), 4) for x in d]  # first call: g / ||g||
         [0.6, 0.8]
 
-    Reference: Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, section 7.2;
-    Liu & Nocedal, "On the limited memory BFGS method for large scale optimization", 1989.
+    Reference: Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, section 7.2,
+    Algorithm 7.4; Liu & Nocedal, "On the limited memory BFGS method for large scale
+    optimization", Mathematical Programming 45, 1989.
     """
 
     memory_size: int = static_field(10)

@@ -146,3 +146,10 @@ def test_mixed_float32_float64_tree(x64):
         gradtx.check_grads(lambda q: jnp.sum(jnp.sin(q["a"])) + jnp.sum(bad(q["b"])), p)
     assert e.value.report.where.startswith("['b'][") and e.value.report.tol == 1e-6
     np.testing.assert_allclose(e.value.report.max_rel_error, 1e-4 / (1 + 1e-4), rtol=1e-3)
+
+
+def test_docstring_cites_the_formula_and_reference():
+    doc = gradtx.check_grads.__doc__
+    assert "Nocedal & Wright" in doc and "§8.1" in doc
+    assert "\\max(|a_i|, |n_i|, \\text{min\\_scale})" in doc
+    assert "1e-6`` for float64, ``1e-2`` for float32" in doc

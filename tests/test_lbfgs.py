@@ -232,3 +232,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="scale_by_lbfgs: update needs params"):
         tx = gradtx.scale_by_lbfgs()
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_docstrings_state_the_algorithm_and_arguments():
+    """STYLE.md: one line, the math, Args, a runnable example, the paper."""
+    doc = gradtx.lbfgs.__doc__
+    for arg in ("learning_rate", "memory_size", "scale_init_precond", "linesearch"):
+        assert f"        {arg}:" in doc, arg
+    assert "Args:" in doc and "Example:" in doc and "Liu & Nocedal" in doc
+    doc = gradtx.scale_by_lbfgs.__doc__
+    assert "Algorithm 7.4" in doc and "γ_k = <s_{k−1}, y_{k−1}> / <y_{k−1}, y_{k−1}>" in doc
+    assert "α_i ← ρ_i <s_i, q>" in doc and "r ← r + (α_i − β) s_i" in doc
+    assert "Liu & Nocedal" in doc

@@ -30,7 +30,18 @@ def lbfgs(
     The parameters move by ``θ ← θ − η H_k ∇f(θ)`` with ``η`` chosen by the line search
     (strong Wolfe by default). Pass the objective at each step:
     ``opt.update(g, state, params, value=v, grad=g, value_fn=f)``, and use
-    :func:`value_and_grad_from_state` to reuse the line search's last evaluation.
+    :func:`value_and_grad_from_state` to reuse the line search's last evaluation. The
+    direction ``H_k ∇f(θ)`` is the two-loop recursion of :class:`scale_by_lbfgs`.
+
+    Args:
+        learning_rate: ``α``, a scale (or schedule) applied to ``−H_k ∇f(θ)`` before the line
+            search (``None``: ``−1``, the usual choice with a line search).
+        memory_size: number of ``(s, y)`` pairs kept, ``m``.
+        scale_init_precond: start each recursion from ``γ_k I`` with
+            ``γ_k = <s, y>/<y, y>`` of the newest pair (else the identity).
+        linesearch: the line search transform (default: :class:`scale_by_zoom_linesearch`
+            with 20 evaluations, starting from a step of 1); ``None`` uses no line search
+            (the step is then just ``α``).
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
