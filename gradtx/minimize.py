@@ -326,26 +326,41 @@ def _compiled(fun: Callable, memory_size: int, print_every: int) -> Callable:
     return jax.jit(functools.partial(_solve, fun, memory_size=memory_size, print_every=print_every))
 
 
-def _flat_bound(b: Any, x0: Any, fill: float, which: str) -> np.ndarray:
-    """A bound (scalar, ``None`` or pytree with ``None`` leaves) as a flat float64 array in the
-    order of ``ravel_pytree(x0)``; a scalar stays a 0-d array (broadcast in the solver)."""
+def _flat_bound(b: Any, x0: Any, n: int, fill: float, which: str) -> Any:
+    """A bound (scalar, ``None`` or pytree with ``None`` leaves) as a flat array of shape
+    ``(n,)`` in the order of ``ravel_pytree(x0)``: every form of bound gives the solver the same
+    input shape, so changing bounds never recompiles. Concrete bounds are checked and become a
+    float64 NumPy array; traced ones (``minimize`` inside ``jit``/``vmap``) stay JAX arrays."""
+    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(b))
+    xp = jnp if traced else np
+    ft = jnp.result_type(float) if traced else np.float64
+
+    def leaf(v: Any, shape: tuple) -> Any:
+        v = fill if v is None else v
+        if not traced and np.asarray(v).dtype.kind not in "biuf":
+            raise TypeError(f"minimize: bounds {which} must be real numbers, got {v!r}")
+        return xp.broadcast_to(xp.asarray(v, ft), shape)
+
     if b is None or (np.ndim(b) == 0 and not isinstance(b, dict | list | tuple)):
-        return np.asarray(fill if b is None else b, np.float64)
+        return leaf(b, (n,))
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x0)):  # x0 is one array
+        try:
+            return xp.ravel(leaf(b, np.shape(x0)))
+        except ValueError as e:
+            raise ValueError(
+                f"minimize: bounds {which} must be broadcastable to x0's shape {np.shape(x0)}; "
+                f"got {b!r}"
+            ) from e
     try:
         tree = jax.tree_util.tree_map(
-            lambda bb, p: np.broadcast_to(
-                np.asarray(fill if bb is None else bb, np.float64), np.shape(p)
-            ),
-            b,
-            x0,
-            is_leaf=lambda z: z is None,
+            lambda bb, p: leaf(bb, np.shape(p)), b, x0, is_leaf=lambda z: z is None
         )
-    except (ValueError, TypeError) as e:
+    except ValueError as e:
         raise ValueError(
             f"minimize: bounds {which} must be a scalar, None, or a pytree with the structure of "
             f"x0 (leaves broadcastable to its leaves); got {b!r}"
         ) from e
-    return np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
+    return xp.concatenate([xp.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
 
 
 def minimize(
@@ -393,8 +408,13 @@ def minimize(
             is unpacked, ``fun(x, *args)``; anything else is one argument, ``fun(x, args)`` (as
             in SciPy).
         method: ``"lbfgs"`` (``"l-bfgs-b"`` is accepted as the same).
-        bounds: ``(lower, upper)``, each a scalar, ``None`` (unbounded) or a pytree like ``x0``
-            (``None`` leaves: unbounded).
+        bounds: ``(lower, upper)``, each a scalar, ``None`` (unbounded), an array like ``x0``
+            (when ``x0`` is one array) or a pytree like ``x0`` (``None`` leaves: unbounded).
+            All forms are broadcast to one flat array before the compiled solver, so changing
+            them never recompiles (going from no bounds to bounds compiles once more). Bounds
+            may be traced (``minimize`` inside ``jit``/``vmap`` over the box); only concrete
+            bounds are checked (no NaN, ``lower <= upper``). ``x0`` outside the box is clipped
+            into it (as SciPy does).
         tol: sets both ``gtol`` and ``ftol`` (as in ``scipy.optimize.minimize``).
         gtol: projected-gradient tolerance (default ``1e-5``).
         ftol: relative-reduction tolerance (default ``2.220446049250313e-09``, SciPy's).
@@ -440,17 +460,22 @@ def minimize(
     if bounded:
         if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
             raise ValueError(f"minimize: bounds must be a pair (lower, upper), got {bounds!r}")
-        lo_np = _flat_bound(bounds[0], x0, -np.inf, "lower")
-        hi_np = _flat_bound(bounds[1], x0, np.inf, "upper")
-        if np.any(lo_np > hi_np):
-            bad = np.broadcast_to(lo_np > hi_np, np.broadcast_shapes(lo_np.shape, hi_np.shape))
-            i = int(np.argmax(bad))
-            lo_v, hi_v = np.broadcast_to(lo_np, bad.shape), np.broadcast_to(hi_np, bad.shape)
+        n = sum(math.prod(np.shape(v)) for v in jax.tree_util.tree_leaves(x0))
+        lo = _flat_bound(bounds[0], x0, n, -np.inf, "lower")
+        hi = _flat_bound(bounds[1], x0, n, np.inf, "upper")
+        for which, v in (("lower", lo), ("upper", hi)):
+            if isinstance(v, np.ndarray) and np.isnan(v).any():
+                i = int(np.argmax(np.isnan(v)))
+                raise ValueError(
+                    f"minimize: bounds {which} must not be NaN, got nan at flat index {i}"
+                )
+        if isinstance(lo, np.ndarray) and isinstance(hi, np.ndarray) and np.any(lo > hi):
+            i = int(np.argmax(lo > hi))
             raise ValueError(
-                f"minimize: bounds must have lower <= upper, got lower {lo_v.flat[i]} > upper "
-                f"{hi_v.flat[i]} at flat index {i}"
+                f"minimize: bounds must have lower <= upper, got lower {lo[i]} > upper {hi[i]} "
+                f"at flat index {i}"
             )
-        bounds = (lo_np, hi_np)
+        bounds = (lo, hi)
     solver = _compiled(fun, int(memory_size), int(print_every))
     if not isinstance(args, tuple):
         args = (args,)
