@@ -159,7 +159,13 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     dt = x_flat.dtype
 
     def f(v):
-        return jnp.asarray(fun(unravel(v), *args)).astype(dt)
+        out = jnp.asarray(fun(unravel(v), *args))
+        if out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+            raise TypeError(
+                f"minimize: fun must return a real floating scalar, got shape {out.shape} and "
+                f"dtype {out.dtype}"
+            )
+        return out.astype(dt)
 
     vg = jax.value_and_grad(f)
     lo, hi = (jnp.asarray(b, dt) for b in bounds) if bounded else (None, None)
@@ -403,7 +409,10 @@ def minimize(
 
     Args:
         fun: the objective, ``fun(x, *args) -> scalar``, differentiable by JAX.
-        x0: the starting point (any pytree of floating arrays).
+        x0: the starting point: any pytree of real arrays (integer leaves become floats;
+            complex leaves are refused). A Python list is a pytree of scalars, e.g.
+            ``[1.0, 2.0]`` is two 0-d leaves and ``res.x`` is again a list; pass
+            ``jnp.array([1.0, 2.0])`` for one vector.
         args: extra arguments for ``fun`` (pytrees of arrays; traced, not baked in). A tuple
             is unpacked, ``fun(x, *args)``; anything else is one argument, ``fun(x, args)`` (as
             in SciPy).
@@ -415,7 +424,8 @@ def minimize(
             may be traced (``minimize`` inside ``jit``/``vmap`` over the box); only concrete
             bounds are checked (no NaN, ``lower <= upper``). ``x0`` outside the box is clipped
             into it (as SciPy does).
-        tol: sets both ``gtol`` and ``ftol`` (as in ``scipy.optimize.minimize``).
+        tol: sets both ``gtol`` and ``ftol`` (as in ``scipy.optimize.minimize``). This and the
+            settings below must be concrete (Python numbers or concrete 0-d arrays), not traced.
         gtol: projected-gradient tolerance (default ``1e-5``).
         ftol: relative-reduction tolerance (default ``2.220446049250313e-09``, SciPy's).
         maxiter: most iterations.
@@ -445,6 +455,14 @@ def minimize(
     """
     if not callable(fun):
         raise TypeError(f"minimize: fun must be callable, got {fun!r}")
+    tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print_every = (
+        _concrete(name, v)
+        for name, v in (
+            ("tol", tol), ("gtol", gtol), ("ftol", ftol), ("maxiter", maxiter),
+            ("maxfev", maxfev), ("memory_size", memory_size), ("maxls", maxls),
+            ("print_every", print_every),
+        )
+    )  # fmt: skip
     try:  # the checked settings, cached: repeated solves skip the checks
         options = _options(method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls,
                            print_every)  # fmt: skip
@@ -452,7 +470,7 @@ def minimize(
         options = _options.__wrapped__(
             method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print_every
         )
-    if not (isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.inexact)):
+    if not (isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.floating)):
         x0 = jax.tree_util.tree_map(_as_float, x0)
         if not jax.tree_util.tree_leaves(x0):
             raise ValueError("minimize: x0 has no array leaves")
@@ -507,9 +525,33 @@ def _options(method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print
 
 
 def _as_float(leaf: Any) -> Any:
-    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact):
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
         return leaf
-    a = jnp.asarray(leaf)
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
+    try:
+        a = jnp.asarray(leaf)
+    except TypeError as e:
+        raise TypeError(f"minimize: x0 leaves must be real floating arrays, got {leaf!r}") from e
+    if jnp.issubdtype(a.dtype, jnp.complexfloating) or not (
+        jnp.issubdtype(a.dtype, jnp.number) or a.dtype == bool
+    ):
+        raise TypeError(
+            f"minimize: x0 leaves must be real floating, got a {a.dtype} leaf (complex "
+            "parameters: pass the real and imaginary parts as separate real leaves)"
+        )
+    if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
     return a
+
+
+def _concrete(name: str, v: Any) -> Any:
+    """A setting given as a concrete 0-d array becomes a Python number; a traced one (from an
+    outer ``jit``/``vmap``/``grad``) is refused with an error naming it."""
+    if isinstance(v, jax.core.Tracer):
+        raise TypeError(
+            f"minimize: {name} must be concrete (a Python number or a concrete 0-d array), got "
+            f"a traced value {v!r}; pass it as a static value when calling minimize inside "
+            "jit/vmap/grad (only x0, args and bounds may be traced)"
+        )
+    if isinstance(v, jax.Array | np.ndarray | np.generic) and np.ndim(v) == 0:
+        return np.asarray(v).item()
+    return v

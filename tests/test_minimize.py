@@ -294,3 +294,61 @@ def test_traced_bounds_under_vmap_match_scipy(x64):
         ref = _scipy(rosen, np.zeros(5), (), bounds=(-1.0, u))
         assert _rel(res.x[i], ref.x) <= 1e-5, (u, _rel(res.x[i], ref.x))
     assert np.asarray(res.success).all()
+
+
+def test_concrete_zero_d_array_settings_are_accepted(x64):
+    a = gradtx.minimize(rosen, jnp.zeros(4), gtol=jnp.array(1e-3), maxiter=jnp.array(50))
+    b = gradtx.minimize(rosen, jnp.zeros(4), gtol=1e-3, maxiter=50)
+    np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+    assert float(a.grad_norm) <= 1e-3 and a.nfev == b.nfev
+    ref = _scipy(rosen, np.zeros(4), (), gtol=1e-3)
+    assert _rel(a.x, ref.x) <= 1e-2
+
+
+def test_traced_setting_is_a_clear_error(x64):
+    with pytest.raises(TypeError, match="gtol must be concrete"):
+        jax.jit(lambda g: gradtx.minimize(rosen, jnp.zeros(2), gtol=g).x)(1e-3)
+
+
+def test_list_x0_is_a_pytree_of_scalars(x64):
+    res = gradtx.minimize(lambda p: (p[0] - 1.0) ** 2 + (p[1] + 2.0) ** 2, [0.0, 0.0])
+    assert isinstance(res.x, list) and len(res.x) == 2
+    np.testing.assert_allclose([float(v) for v in res.x], [1.0, -2.0], rtol=1e-6)
+
+
+def test_x0_outside_the_box_is_clipped_like_scipy(x64):
+    x0 = np.array([3.0, -3.0, 0.2])
+    res = gradtx.minimize(rosen, jnp.asarray(x0), bounds=(-1.0, 0.5), maxiter=0)
+    np.testing.assert_array_equal(np.asarray(res.x), [0.5, -1.0, 0.2])
+    assert float(res.fun) == pytest.approx(scipy.optimize.rosen(np.array([0.5, -1.0, 0.2])))
+    res = gradtx.minimize(rosen, jnp.asarray(x0), bounds=(-1.0, 0.5))
+    ref = _scipy(rosen, x0, (), bounds=(-1.0, 0.5))
+    assert bool(res.success) and _rel(res.x, ref.x) <= 1e-5
+
+
+def test_more_bad_arguments(x64):
+    x0 = jnp.zeros(2)
+    with pytest.raises(TypeError, match="fun must be callable, got 3"):
+        gradtx.minimize(3, x0)
+    with pytest.raises(ValueError, match="method must be 'lbfgs', got 'newton'"):
+        gradtx.minimize(rosen, x0, method="newton")
+    with pytest.raises(ValueError, match="maxfev must be an int in"):
+        gradtx.minimize(rosen, x0, maxfev=-5)
+    with pytest.raises(ValueError, match="bounds lower must not be NaN, got nan at flat index 1"):
+        gradtx.minimize(rosen, x0, bounds=(np.array([0.0, np.nan]), 1.0))
+    with pytest.raises(ValueError, match="bounds upper must not be NaN"):
+        gradtx.minimize(rosen, x0, bounds=(None, float("nan")))
+    with pytest.raises(
+        ValueError, match=r"lower <= upper, got lower 2.0 > upper 1.0 at flat index 1"
+    ):
+        gradtx.minimize(rosen, x0, bounds=(np.array([0.0, 2.0]), 1.0))
+    with pytest.raises(TypeError, match="x0 leaves must be real floating, got a complex64"):
+        gradtx.minimize(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.zeros(2, jnp.complex64))
+    with pytest.raises(TypeError, match="x0 leaves must be real floating, got a complex128"):
+        gradtx.minimize(lambda p: jnp.sum(jnp.abs(p["a"]) ** 2), {"a": np.zeros(2, complex)})
+    with pytest.raises(
+        TypeError, match=r"fun must return a real floating scalar, got shape \(2,\)"
+    ):
+        gradtx.minimize(lambda x: x**2, x0)
+    with pytest.raises(TypeError, match="bounds lower must be real numbers"):
+        gradtx.minimize(rosen, x0, bounds=("a", 1.0))
