@@ -66,7 +66,8 @@ _MESSAGES = {
 class MinimizeResult(NamedTuple):
     """The outcome of :func:`minimize`.
 
-    ``x`` and ``grad`` are JAX arrays; ``fun`` and ``grad_norm`` are NumPy scalars, the counts
+    ``x`` and ``grad`` are JAX arrays; ``fun`` and ``grad_norm`` are NumPy scalars (float32 when
+    ``x0`` is float16 or bfloat16, holding the same value), the counts
     and ``status`` Python ints and ``success`` a bool (all JAX scalars when :func:`minimize` is
     called inside a traced function).
 
@@ -301,8 +302,13 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     body = body_bounded if bounded else body_unbounded
     s = jax.lax.while_loop(lambda s: status(s) == _RUNNING, body, init)
     # Few outputs: each output buffer costs a few microseconds per call on CPU.
-    # Counts travel as floats (exact below 2**24, which maxiter and maxfev are held to).
-    stats = jnp.stack([s.f, pg_norm(s.x, s.g), s.k, s.nfev, status(s)]).astype(dt)
+    # Counts travel as floats of at least float32 (exact below 2**24, which maxiter and maxfev
+    # are held to): float16/bfloat16 would round a count above 2048/256.
+    sdt = jnp.promote_types(dt, jnp.float32)
+    stats = jnp.stack(
+        [s.f.astype(sdt), pg_norm(s.x, s.g).astype(sdt), s.k.astype(sdt), s.nfev.astype(sdt),
+         status(s).astype(sdt)]
+    )  # fmt: skip
     return unravel(s.x), unravel(s.g), stats
 
 

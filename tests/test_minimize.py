@@ -352,3 +352,20 @@ def test_more_bad_arguments(x64):
         gradtx.minimize(lambda x: x**2, x0)
     with pytest.raises(TypeError, match="bounds lower must be real numbers"):
         gradtx.minimize(rosen, x0, bounds=("a", 1.0))
+
+
+def test_counts_stay_exact_for_bfloat16_x0():
+    """Counts above 256 are not representable in bfloat16: they must not travel in x's dtype.
+    On -x the first search doubles the step to the overflow, the second exhausts maxls=301
+    (the same evaluations in float32, whose counts are exact, and bfloat16)."""
+
+    def f(x):
+        return -jnp.sum(x)
+
+    kw = dict(maxiter=50, gtol=0.0, ftol=0.0, maxls=301)
+    ref = gradtx.minimize(f, jnp.zeros(1, jnp.float32), **kw)
+    assert ref.nfev > 301 and ref.nfev % 2 == 1  # odd: not a bfloat16 integer above 256
+    res = gradtx.minimize(f, jnp.zeros(1, jnp.bfloat16), **kw)
+    assert (res.nit, res.nfev, res.status) == (ref.nit, ref.nfev, ref.status)
+    traced = jax.jit(lambda x0: gradtx.minimize(f, x0, **kw))(jnp.zeros(1, jnp.bfloat16))
+    assert int(traced.nfev) == ref.nfev and traced.nfev.dtype == jnp.int32
