@@ -410,8 +410,10 @@ def minimize(
     ``maxfev`` evaluations (one evaluation = one value-and-gradient call), or when the line search
     can make no progress.
 
-    ``fun`` is a static argument of the compiled solver (it is hashed by identity): keep the
-    same function object across calls to reuse the compilation, and pass data through ``args``.
+    The compiled solver is cached by the identity of ``fun`` (with ``memory_size`` and
+    ``print_every``): keep the same function object across calls to reuse the compilation, and
+    pass data through ``args``; a new ``lambda`` or closure on every call compiles every time.
+    The cache holds up to 64 such solvers (the least recently used is dropped).
 
     Args:
         fun: the objective, ``fun(x, *args) -> scalar``, differentiable by JAX.

@@ -369,3 +369,16 @@ def test_counts_stay_exact_for_bfloat16_x0():
     assert (res.nit, res.nfev, res.status) == (ref.nit, ref.nfev, ref.status)
     traced = jax.jit(lambda x0: gradtx.minimize(f, x0, **kw))(jnp.zeros(1, jnp.bfloat16))
     assert int(traced.nfev) == ref.nfev and traced.nfev.dtype == jnp.int32
+
+
+def test_solver_cache_is_keyed_by_function_identity(x64):
+    """A new lambda per call compiles again; the same function object does not."""
+    x0, A, A2, b = jnp.zeros(3), jnp.eye(3), 2 * jnp.eye(3), jnp.ones(3)
+    gradtx.minimize(quadratic, x0, (A, b), maxiter=3)
+    with count_compilations() as c:
+        res = gradtx.minimize(quadratic, x0, (A2, b))
+    assert c["n"] == 0
+    np.testing.assert_allclose(np.asarray(res.x), 0.5, rtol=1e-8)  # A2 x = b
+    with count_compilations() as c:
+        gradtx.minimize(lambda x, A, b: quadratic(x, A, b), x0, (A, b))
+    assert c["n"] >= 1
