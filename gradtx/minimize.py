@@ -175,7 +175,11 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     def pg_norm(x, g):
         if not x.size:
             return jnp.zeros([], dt)
-        return jnp.max(jnp.abs(proj(x - g) - x if bounded else g))
+        if not bounded:
+            return jnp.max(jnp.abs(g))
+        # |P(x − g) − x|_i = min(|g_i|, distance to the bound g_i points away from), formed
+        # without computing x − g: in float32 far from 0, x − g rounds to x for a small g.
+        return jnp.max(jnp.where(g < 0, jnp.minimum(-g, hi - x), jnp.minimum(g, x - lo)))
 
     x = proj(x_flat)
     f0, g0 = vg(x)
@@ -191,7 +195,10 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
     def body_unbounded(s: _Loop) -> _Loop:
         u, opt = tx.update(s.g, s.opt, s.x, value=s.f, grad=s.g, value_fn=f)
         ls = opt[2]
-        return _advance(s, s.x + u, ls.value, ls.grad, ls.info, opt)
+        # A failed search returns a zero step, but 0 * (a non-finite direction) is NaN: keep x,
+        # so the result's x is the point whose value and gradient it reports.
+        x_new = jnp.where(jnp.isfinite(u), s.x + u, s.x)
+        return _advance(s, x_new, ls.value, ls.grad, ls.info, opt)
 
     def body_bounded(s: _Loop) -> _Loop:
         x, g, mem = s.x, s.g, s.opt

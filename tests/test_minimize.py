@@ -382,3 +382,23 @@ def test_solver_cache_is_keyed_by_function_identity(x64):
     with count_compilations() as c:
         gradtx.minimize(lambda x, A, b: quadratic(x, A, b), x0, (A, b))
     assert c["n"] >= 1
+
+
+def test_projected_gradient_norm_is_free_of_rounding_in_float32():
+    """Far from 0 in float32, ``x - g`` rounds to ``x`` for a small ``g``: the projected gradient
+    must not then read 0 (a false convergence). Checked against float64 NumPy."""
+    res = gradtx.minimize(lambda x: -jnp.sum(jnp.log(x)), jnp.ones(2), bounds=(0.0, None))
+    x, g = np.asarray(res.x, np.float64), np.asarray(res.grad, np.float64)
+    pg = np.max(np.abs(np.clip(x - g, 0.0, np.inf) - x))
+    assert float(res.grad_norm) == pytest.approx(pg, rel=1e-6)
+    assert bool(res.success) and pg <= 1e-5, (res.message, pg, x)
+
+
+def test_failed_search_keeps_a_finite_x_matching_fun():
+    """-log x: the curvature pairs overflow (non-finite direction) once x is huge; the result's
+    x must still be the finite point whose value is reported."""
+    res = gradtx.minimize(lambda x: -jnp.sum(jnp.log(x)), jnp.ones(1), gtol=0.0, ftol=0.0)
+    x = np.asarray(res.x, np.float64)
+    assert np.isfinite(x).all(), (res.message, x)
+    assert float(res.fun) == pytest.approx(-np.log(x[0]), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(res.grad), -1.0 / x, rtol=1e-5)
