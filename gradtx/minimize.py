@@ -197,7 +197,8 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         ls = opt[2]
         # A failed search returns a zero step, but 0 * (a non-finite direction) is NaN: keep x,
         # so the result's x is the point whose value and gradient it reports.
-        x_new = jnp.where(jnp.isfinite(u), s.x + u, s.x)
+        x_new = s.x + u
+        x_new = jax.lax.select(jnp.all(jnp.isfinite(x_new)), x_new, s.x)
         return _advance(s, x_new, ls.value, ls.grad, ls.info, opt)
 
     def body_bounded(s: _Loop) -> _Loop:
@@ -290,7 +291,10 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
         # once more for the result): the body then carries no status of its own.
         first = s.k == 0
         # A step the line search accepted counts as progress even where f is flat to rounding.
-        progressed = first | (s.f < s.f_prev) | (s.ls_status == LinesearchStatus.SUCCESS)
+        accepted = (s.ls_status == LinesearchStatus.SUCCESS) | (
+            s.ls_status == LinesearchStatus.SUFFICIENT_DECREASE_ONLY
+        )
+        progressed = first | (s.f < s.f_prev) | accepted
         return _stop_status(
             s.f_prev, s.f, pg_norm(s.x, s.g), s.k, s.nfev, s.ls_status, progressed & ~first,
             progressed, maxiter, maxfev, gtol, ftol,
