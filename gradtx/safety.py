@@ -138,9 +138,7 @@ class apply_if_finite(GradientTransformation):
             return self.inner.update(updates, state.inner_state, params, **extra_args)
 
         def skip():  # zeros shaped like what the inner transform would output
-            out_shape = jax.eval_shape(do_update)[0]
-            zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_shape)
-            return zeros, state.inner_state
+            return tree_lib.tree_zeros_like_output(do_update)[0], state.inner_state
 
         if isinstance(apply, jax.core.Tracer):
             new_updates, inner_state = jax.lax.cond(apply, do_update, skip)

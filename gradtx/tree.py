@@ -16,6 +16,7 @@ __all__ = [
     "tree_map_none",
     "tree_zeros_like",
     "tree_full_like",
+    "tree_zeros_like_output",
     "tree_cast",
     "tree_cast_like",
     "tree_add",
@@ -62,6 +63,15 @@ def tree_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
     return _map(
         lambda x: None if x is None else jnp.full(jnp.shape(x), value, dtype or _dtype(x)), tree
     )
+
+
+def tree_zeros_like_output(fn: Any, *args: Any) -> Any:
+    """Zeros shaped like what ``fn(*args)`` would return, without running it (``eval_shape``).
+
+    Used where a wrapper skips its inner transform but must still output that transform's
+    structure, shapes and dtypes.
+    """
+    return jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn, *args))
 
 
 def tree_cast(tree: Any, dtype: Any) -> Any:

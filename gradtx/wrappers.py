@@ -4,6 +4,7 @@ centralization, non-negative parameters, and a monitor that logs norms in the st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,10 +41,26 @@ def _cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) ->
     return true_fn() if bool(pred) else false_fn()
 
 
-def _predicate(obj: Any, step: jax.Array, extra_args: dict) -> Any:
-    if obj.forward_extra_args:
-        return obj.should_transform_fn(step, **extra_args)
-    return obj.should_transform_fn(step)
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Conditional(GradientTransformation):
+    """Fields and checks shared by the wrappers that apply ``inner`` only on some steps."""
+
+    inner: Any
+    should_transform_fn: Callable[..., Any] = static_field()
+    forward_extra_args: bool = static_field(False)
+
+    def _check(self):
+        object.__setattr__(self, "inner", _as_member(self.inner))
+        if not callable(self.should_transform_fn):
+            raise TypeError(
+                f"{type(self).__name__}: should_transform_fn must be callable, "
+                f"got {self.should_transform_fn!r}"
+            )
+
+    def _predicate(self, step: jax.Array, extra_args: dict) -> Any:
+        if self.forward_extra_args:
+            return self.should_transform_fn(step, **extra_args)
+        return self.should_transform_fn(step)
 
 
 class ConditionallyTransformState(NamedTuple):
@@ -54,7 +71,7 @@ class ConditionallyTransformState(NamedTuple):
 
 
 @transform
-class conditionally_transform(GradientTransformation):
+class conditionally_transform(_Conditional):
     """Apply ``inner`` on the steps where ``should_transform_fn(step)`` is true; elsewhere pass
     the updates through unchanged and leave the inner state alone.
 
@@ -74,25 +91,13 @@ class conditionally_transform(GradientTransformation):
         ([1.0], [10.0])
     """
 
-    inner: Any
-    should_transform_fn: Callable[..., Any] = static_field()
-    forward_extra_args: bool = static_field(False)
-
-    def _check(self):
-        object.__setattr__(self, "inner", _as_member(self.inner))
-        if not callable(self.should_transform_fn):
-            raise TypeError(
-                f"conditionally_transform: should_transform_fn must be callable, "
-                f"got {self.should_transform_fn!r}"
-            )
-
     def init(self, params):
         return ConditionallyTransformState(
             inner_state=self.inner.init(params), step=jnp.zeros([], jnp.int32)
         )
 
     def update(self, updates, state, params=None, **extra_args):
-        pred = _predicate(self, state.step, extra_args)
+        pred = self._predicate(state.step, extra_args)
 
         def do_update():
             new, inner = self.inner.update(updates, state.inner_state, params, **extra_args)
@@ -112,7 +117,7 @@ class ConditionallyMaskState(NamedTuple):
 
 
 @transform
-class conditionally_mask(GradientTransformation):
+class conditionally_mask(_Conditional):
     """Apply ``inner`` where ``should_transform_fn(step)`` is true; elsewhere output zeros
     (the parameters do not move) and leave the inner state alone.
 
@@ -131,33 +136,19 @@ class conditionally_mask(GradientTransformation):
         ([0.0], [-1.0])
     """
 
-    inner: Any
-    should_transform_fn: Callable[..., Any] = static_field()
-    forward_extra_args: bool = static_field(False)
-
-    def _check(self):
-        object.__setattr__(self, "inner", _as_member(self.inner))
-        if not callable(self.should_transform_fn):
-            raise TypeError(
-                f"conditionally_mask: should_transform_fn must be callable, "
-                f"got {self.should_transform_fn!r}"
-            )
-
     def init(self, params):
         return ConditionallyMaskState(
             step=jnp.zeros([], jnp.int32), inner_state=self.inner.init(params)
         )
 
     def update(self, updates, state, params=None, **extra_args):
-        pred = _predicate(self, state.step, extra_args)
+        pred = self._predicate(state.step, extra_args)
 
         def do_update():
             return self.inner.update(updates, state.inner_state, params, **extra_args)
 
         def skip():  # zeros shaped like what the inner transform would output
-            out_shape = jax.eval_shape(do_update)[0]
-            zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_shape)
-            return zeros, state.inner_state
+            return tree_lib.tree_zeros_like_output(do_update)[0], state.inner_state
 
         new, inner = _cond(pred, do_update, skip)
         return new, ConditionallyMaskState(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,3 +70,17 @@ def test_vdot_sum_scale(x64):
     np.testing.assert_allclose(float(tree.tree_sum(a)), _cat(a).sum(), rtol=1e-12)
     np.testing.assert_allclose(_cat(tree.tree_scale(2.0, a)), 2 * _cat(a), rtol=1e-12)
     np.testing.assert_allclose(_cat(tree.tree_sub(tree.tree_add(a, b), b)), _cat(a), rtol=1e-12)
+
+
+def test_zeros_like_output_does_not_run_the_function():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return {"a": x.astype(jnp.float16) * 2, "b": (jnp.ones((2, 3)), jnp.arange(4))}
+
+    out = tree.tree_zeros_like_output(fn, jnp.ones(5))
+    assert out["a"].shape == (5,) and out["a"].dtype == jnp.float16
+    assert out["b"][0].shape == (2, 3) and out["b"][1].dtype == jnp.arange(4).dtype
+    assert all(float(jnp.abs(x).sum()) == 0 for x in jax.tree_util.tree_leaves(out))
+    assert len(calls) == 1  # traced once by eval_shape, never executed on data

@@ -30,7 +30,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
-from gradtx.transforms.adaptive import ScaleByAdamState, _normalise, _nu_init
+from gradtx.transforms.adaptive import ScaleByAdamState, _adam_state, _normalise, _nu_init
 from gradtx.tree import is_none as _none
 from gradtx.tree import tree_map_none as _map
 
@@ -115,11 +115,7 @@ class scale_by_radam(GradientTransformation):
         check_range("scale_by_radam", "threshold", self.threshold)
 
     def init(self, params):
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=tree_lib.tree_zeros_like(params),
-            nu=_nu_init(params, None),
-        )
+        return _adam_state(params)
 
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.mu, "scale_by_radam", "updates", "state (mu)")

@@ -98,6 +98,15 @@ class ScaleByAdamState(NamedTuple):
     nu: Any
 
 
+def _adam_state(params: Any, mu_dtype: Any = None, nu_dtype: Any = None) -> ScaleByAdamState:
+    """A zero Adam-style state: count 0, ``mu`` like the params, real ``nu`` (see ``_nu_init``)."""
+    return ScaleByAdamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=tree_lib.tree_zeros_like(params, mu_dtype),
+        nu=_nu_init(params, nu_dtype),
+    )
+
+
 @transform
 class scale_by_adam(GradientTransformation):
     """Adam's scaling (Kingma & Ba, 2015, Algorithm 1).
@@ -151,11 +160,7 @@ class scale_by_adam(GradientTransformation):
         _moment_dtypes("scale_by_adam", self, "mu_dtype", "nu_dtype")
 
     def init(self, params):
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=tree_lib.tree_zeros_like(params, self.mu_dtype),
-            nu=_nu_init(params, self.nu_dtype),
-        )
+        return _adam_state(params, self.mu_dtype, self.nu_dtype)
 
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.mu, "scale_by_adam", "updates", "state (mu)")
@@ -270,11 +275,7 @@ class scale_by_adamax(GradientTransformation):
         check_nonnegative("scale_by_adamax", "eps", self.eps)
 
     def init(self, params):
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=tree_lib.tree_zeros_like(params),
-            nu=_nu_init(params, None),
-        )
+        return _adam_state(params)
 
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.mu, "scale_by_adamax", "updates", "state (mu)")
