@@ -9,6 +9,7 @@ from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *
 from gradtx.core import *
+from gradtx.flat import *
 from gradtx.gradcheck import *
 from gradtx.hyperparams import *
 from gradtx.lbfgs import *

@@ -49,6 +49,27 @@ def key_path_str(path: tuple, sep: str = "/") -> str:
     return sep.join(_key_str(k) for k in path)
 
 
+def _is_flat_state(x: Any) -> bool:
+    from gradtx.flat import FlatState
+
+    return isinstance(x, FlatState)
+
+
+def _unpack(state: Any) -> Any:
+    """The state with every :class:`gradtx.FlatState` shown as the tree path's state, so its
+    arrays are named by parameter (and checkpoints move between ``opt`` and ``flat(opt)``)."""
+    return jax.tree_util.tree_map(
+        lambda x: x.unpacked() if _is_flat_state(x) else x, state, is_leaf=_is_flat_state
+    )
+
+
+def _repack(template: Any, view: Any) -> Any:
+    """The inverse of :func:`_unpack`, guided by the template's flat states."""
+    return jax.tree_util.tree_map(
+        lambda t, v: t.packed(v) if _is_flat_state(t) else v, template, view, is_leaf=_is_flat_state
+    )
+
+
 def _flatten(tree: Any, sep: str) -> tuple[list[tuple[str, Any]], Any]:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     named = [(key_path_str(p, sep), x) for p, x in leaves]
@@ -77,7 +98,7 @@ def state_dict(state: Any, *, sep: str = "/") -> dict[str, Any]:
         >>> sorted(gradtx.state_dict(opt.init({"w": jnp.zeros(2)})))
         ['adam/count', 'adam/mu/w', 'adam/nu/w']
     """
-    named, _ = _flatten(state, sep)
+    named, _ = _flatten(_unpack(state), sep)
     return dict(named)
 
 
@@ -159,6 +180,7 @@ def load_state_dict(
         >>> sorted(gradtx.state_dict(restored)) == sorted(saved)
         True
     """
+    flat_template, template = template, _unpack(template)
     named, treedef = _flatten(template, sep)
     keys = set(mapping.keys())
     missing = [k for k, _ in named if k not in keys]
@@ -191,4 +213,4 @@ def load_state_dict(
             "load_state_dict: the mapping does not fit the template: " + "; ".join(parts)
         )
     leaves = [jnp.asarray(loaded[k]) if k in loaded else leaf for k, leaf in named]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return _repack(flat_template, jax.tree_util.tree_unflatten(treedef, leaves))

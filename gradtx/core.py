@@ -13,15 +13,18 @@ A transform unpacks as ``init, update = tx``, which is all optax asks of a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from gradtx import tree as tree_lib
 
@@ -38,6 +41,7 @@ __all__ = [
     "stateless",
     "apply_updates",
     "as_optax",
+    "eager_jit",
     "Schedule",
     "FrozenTree",
     "ScalarOrSchedule",
@@ -234,6 +238,104 @@ def is_scheduled(*values: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# Fast eager calls: ``update`` and ``apply_updates`` outside any trace run a compiled version.
+
+
+class eager_jit:
+    """Turn the compiled eager path on or off (it is on unless ``GRADTX_EAGER_JIT=0``).
+
+    Called outside any ``jit``/``vmap``/``grad`` trace with concrete arrays, a transform's
+    ``update`` and :func:`apply_updates` run a compiled version of themselves, cached by the
+    tree structure, shapes and dtypes of their arguments and by the transform's static
+    configuration; the transform's numeric hyperparameters are arguments of the compiled
+    function, so a new learning rate compiles nothing. The numbers are those of the plain path
+    (the same operations, fused by XLA). A call that cannot be compiled (an extra argument that
+    is a function, such as ``value_fn``; a custom transform whose update needs concrete values)
+    runs the plain path.
+
+    Turn it off to debug a transform of your own, e.g. to ``print`` inside its ``update``:
+    ``gradtx.eager_jit(False)`` switches it off until ``gradtx.eager_jit(True)``, and
+    ``with gradtx.eager_jit(False): ...`` switches it off for a block only.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> opt = gradtx.sgd(0.1)
+        >>> p = {"w": jnp.ones(2)}
+        >>> with gradtx.eager_jit(False):  # op by op, as written
+        ...     u, _ = opt.update({"w": jnp.ones(2)}, opt.init(p))
+        >>> u["w"].tolist()
+        [-0.1, -0.1]
+        >>> gradtx.eager_jit.enabled()
+        True
+    """
+
+    _enabled: bool = os.environ.get("GRADTX_EAGER_JIT", "1").lower() not in ("0", "false", "no")
+
+    def __init__(self, enabled: bool):
+        self._previous = eager_jit._enabled
+        eager_jit._enabled = bool(enabled)
+
+    def __enter__(self) -> eager_jit:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        eager_jit._enabled = self._previous
+
+    @staticmethod
+    def enabled() -> bool:
+        """Whether eager calls currently run compiled."""
+        return eager_jit._enabled
+
+
+_SCALAR_TYPES = (np.ndarray, np.generic, bool, int, float, complex)
+_FALLBACK = object()
+_PLAIN_ONLY: set[type] = set()  # transforms whose update needed concrete values once
+
+
+def _eager() -> bool:
+    """Whether a call should take the compiled eager path: switched on, outside any trace."""
+    from jax._src import core as jax_core
+
+    return eager_jit._enabled and jax_core.trace_state_clean()
+
+
+def _plain_args(extra_args: dict) -> bool:
+    return all(
+        isinstance(x, jax.Array | _SCALAR_TYPES) for x in jax.tree_util.tree_leaves(extra_args)
+    )
+
+
+@jax.jit
+def _jit_update(tx, updates, state, params, extra_args):
+    return tx.update(updates, state, params, **extra_args)
+
+
+def _compiled_update(tx, updates, state, params, extra_args):
+    if type(tx) in _PLAIN_ONLY or not _plain_args(extra_args):
+        return _FALLBACK
+    try:
+        return _jit_update(tx, updates, state, params, extra_args)
+    except jax.errors.ConcretizationTypeError:
+        _PLAIN_ONLY.add(type(tx))  # its update branches on values: always run it plainly
+        return _FALLBACK
+    except TypeError:
+        return _FALLBACK  # not a jit argument (an object leaf, an unhashable option): plainly
+
+
+def _with_eager_jit(plain: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(plain)
+    def update(self, updates, state, params=None, **extra_args):
+        if _eager():
+            out = _compiled_update(self, updates, state, params, extra_args)
+            if out is not _FALLBACK:
+                return out
+        return plain(self, updates, state, params, **extra_args)
+
+    update._gradtx_plain = plain
+    return update
+
+
+# ----------------------------------------------------------------------------------------------
 # The base class.
 
 
@@ -276,6 +378,13 @@ class GradientTransformation:
     def __post_init__(self) -> None:
         _wrap_callables(self)
         self._check()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every ``update`` a subclass defines gets the compiled eager path (see eager_jit).
+        super().__init_subclass__(**kwargs)
+        upd = cls.__dict__.get("update")
+        if upd is not None and not hasattr(upd, "_gradtx_plain"):
+            cls.update = _with_eager_jit(upd)
 
     def _check(self) -> None:
         """Validate concrete hyperparameters; override in subclasses."""
@@ -682,10 +791,26 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         >>> gradtx.apply_updates(p, {"w": jnp.full(2, 0.5)})["w"].dtype
         dtype('float16')
     """
+    if _eager():
+        try:
+            return _jit_apply_updates(params, updates)
+        except TypeError:
+            pass  # a leaf that is not a jit argument: add plainly (or raise the plain error)
+    return _plain_apply_updates(params, updates)
+
+
+def _plain_apply_updates(params: Params, updates: Updates) -> Params:
     tree_lib.check_structure(params, updates, "apply_updates", "updates", "params")
-    return jax.tree_util.tree_map(
-        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    return jax.tree_util.tree_map(_apply_leaf, params, updates, is_leaf=tree_lib.is_none)
+
+
+_jit_apply_updates = jax.jit(_plain_apply_updates)
+
+
+def _apply_leaf(p: Any, u: Any) -> Any:
+    if p is None:
+        return None
+    p, u = tree_lib.as_array(p), tree_lib.as_array(u)
+    if p.dtype == u.dtype:
+        return lax.add(p, u)
+    return jnp.asarray(p + u).astype(p.dtype)

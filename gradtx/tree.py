@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 __all__ = [
     "is_none",
@@ -35,6 +36,12 @@ __all__ = [
     "compute_dtype",
     "check_structure",
     "first_difference",
+    # per-leaf arithmetic without per-operation dispatch (for writing fast transforms)
+    "Scalar",
+    "cast",
+    "as_array",
+    "smul",
+    "sqnorm",
 ]
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -78,12 +85,13 @@ def tree_cast(tree: Any, dtype: Any) -> Any:
     """Cast every leaf to ``dtype`` (no-op when ``dtype`` is ``None``)."""
     if dtype is None:
         return tree
-    return _map(lambda x: None if x is None else jnp.asarray(x).astype(dtype), tree)
+    dtype = np.dtype(dtype)
+    return _map(lambda x: None if x is None else cast(x, dtype), tree)
 
 
 def tree_cast_like(tree: Any, like: Any) -> Any:
     """Cast every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return _map(lambda x, y: None if y is None else jnp.asarray(x).astype(_dtype(y)), tree, like)
+    return _map(lambda x, y: None if y is None else cast(x, _dtype(y)), tree, like)
 
 
 def tree_add(a: Any, b: Any) -> Any:
@@ -98,7 +106,8 @@ def tree_sub(a: Any, b: Any) -> Any:
 
 def tree_scale(s: Any, tree: Any) -> Any:
     """Leaf-wise ``s * x`` (``s`` a scalar), keeping each leaf's dtype."""
-    return _map(lambda x: None if x is None else (s * x).astype(_dtype(x)), tree)
+    s = Scalar(s)
+    return _map(lambda x: None if x is None else smul(x, s), tree)
 
 
 def tree_vdot(a: Any, b: Any) -> jax.Array:
@@ -117,9 +126,11 @@ def tree_sum(tree: Any) -> jax.Array:
 
 def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|^2`` element-wise, real-valued for complex ``x``."""
-    if jnp.iscomplexobj(x):
-        return jnp.real(x) ** 2 + jnp.imag(x) ** 2
-    return x * x
+    x = as_array(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        re, im = lax.real(x), lax.imag(x)
+        return lax.add(lax.mul(re, re), lax.mul(im, im))
+    return lax.mul(x, x)
 
 
 def tree_l2_norm(tree: Any, squared: bool = False) -> jax.Array:
@@ -127,8 +138,10 @@ def tree_l2_norm(tree: Any, squared: bool = False) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         return jnp.zeros(())
-    sq = sum(jnp.sum(abs_sq(jnp.asarray(x).astype(compute_dtype(_dtype(x))))) for x in leaves)
-    return sq if squared else jnp.sqrt(sq)
+    parts = [sqnorm(x) for x in leaves]
+    dtype = jnp.result_type(*parts)
+    sq = parts[0] if len(parts) == 1 else jnp.sum(jnp.stack([cast(x, dtype) for x in parts]))
+    return sq if squared else lax.sqrt(sq)
 
 
 def global_norm(updates: Any) -> jax.Array:
@@ -142,12 +155,15 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     The result keeps each moment's dtype (so ``mu_dtype`` state stays in its dtype).
     """
 
+    b, one_minus_b = Scalar(decay), Scalar(1 - decay)
+
     def f(g, m):
         if g is None:
             return None
-        gm = g.astype(m.dtype) if order == 1 else g
-        val = (1 - decay) * (gm**order) + decay * m
-        return val.astype(m.dtype)
+        m = as_array(m)
+        gm = cast(g, m.dtype)
+        p = gm if order == 1 else (lax.mul(gm, gm) if order == 2 else lax.integer_pow(gm, order))
+        return cast(lax.add(smul(p, one_minus_b), smul(m, b)), m.dtype)
 
     return _map(f, updates, moments)
 
@@ -158,14 +174,14 @@ def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: i
     For ``order == 2`` this is the second moment ``v ← decay·v + (1 − decay)·|g|^2``.
     """
 
+    b, one_minus_b = Scalar(decay), Scalar(1 - decay)
+
     def f(g, m):
         if g is None:
             return None
-        if order == 2:
-            p = abs_sq(g)
-        else:
-            p = jnp.abs(g) ** order
-        return ((1 - decay) * p.astype(m.dtype) + decay * m).astype(m.dtype)
+        m = as_array(m)
+        p = abs_sq(as_array(g)) if order == 2 else jnp.abs(g) ** order
+        return cast(lax.add(smul(cast(p, m.dtype), one_minus_b), smul(m, b)), m.dtype)
 
     return _map(f, updates, moments)
 
@@ -173,12 +189,19 @@ def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: i
 def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
     """Adam's bias correction ``m̂ = m / (1 − decay^t)`` with ``t = count`` (count >= 1)."""
 
+    corrections: dict[Any, Any] = {}  # 1 − decay^t, computed once per dtype, not once per leaf
+
     def f(m):
         if m is None:
             return None
+        m = as_array(m)
         cd = compute_dtype(m.dtype)
-        corr = 1 - jnp.asarray(decay, dtype=real_dtype(cd)) ** count.astype(real_dtype(cd))
-        return (m.astype(cd) / corr).astype(cd)
+        rd = real_dtype(cd)
+        corr = corrections.get(rd)
+        if corr is None:
+            corr = 1 - jnp.asarray(decay, dtype=rd) ** jnp.asarray(count).astype(rd)
+            corrections[rd] = corr
+        return lax.div(cast(m, cd), cast(corr, cd))
 
     return _map(f, moment)
 
@@ -252,6 +275,12 @@ def check_structure(updates: Any, reference: Any, owner: str, what: str, ref_nam
     """
     if reference is None:
         return
+    la, ta = jax.tree_util.tree_flatten(updates, is_leaf=is_none)
+    lb, tb = jax.tree_util.tree_flatten(reference, is_leaf=is_none)
+    if ta == tb and all(
+        x is None or y is None or _shape(x) == _shape(y) for x, y in zip(la, lb, strict=True)
+    ):
+        return  # the common case, decided without building key paths
     diff = first_difference(updates, reference)
     if diff is not None:
         path, why = diff
@@ -259,3 +288,74 @@ def check_structure(updates: Any, reference: Any, owner: str, what: str, ref_nam
         raise ValueError(
             f"{owner}: the structure of {what} differs from the {ref_name} at {where} ({why})"
         )
+
+
+def _shape(x: Any) -> tuple:
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-leaf arithmetic without per-operation dispatch.
+#
+# ``jax.numpy`` operators re-enter a jitted wrapper on every call, which costs about 100 µs per
+# operation while tracing: an Adam step on 1,000 leaves makes tens of thousands of them. These
+# helpers bind ``lax`` primitives directly on operands of one dtype, with the per-step scalars
+# (decays, bias corrections, learning rates) converted once per dtype by :class:`Scalar`.
+
+
+def as_array(x: Any) -> jax.Array:
+    """``x`` as a JAX array (tracers and arrays are returned as they are)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def cast(x: Any, dtype: Any) -> jax.Array:
+    """``x`` in ``dtype``; no operation at all when it already has that dtype."""
+    x = as_array(x)
+    return x if x.dtype == dtype else lax.convert_element_type(x, dtype)
+
+
+class Scalar:
+    """A per-step scalar (a hyperparameter or a value derived from the step count), converted
+    to each dtype it meets once, not once per leaf.
+
+    ``Scalar(0.9)(jnp.float32)`` is the value as a 0-d float32 constant; a traced value (a
+    hyperparameter leaf under ``jit``/``vmap``/``grad``) is converted with one operation per
+    dtype. A non-scalar value (rare: a per-element hyperparameter) is kept for broadcasting.
+    """
+
+    __slots__ = ("value", "_by_dtype")
+
+    def __init__(self, value: Any):
+        self.value = value.value if isinstance(value, Scalar) else value
+        self._by_dtype: dict[Any, Any] = {}
+
+    def __call__(self, dtype: Any) -> Any:
+        out = self._by_dtype.get(dtype)
+        if out is None:
+            v = self.value
+            if isinstance(v, bool | int | float | complex | np.number | np.ndarray):
+                dt = np.dtype(dtype)
+                if np.iscomplexobj(v) and not jnp.issubdtype(dt, jnp.complexfloating):
+                    v = np.real(v)
+                out = np.asarray(v, dtype=dt)
+            else:
+                out = cast(v, dtype)
+            self._by_dtype[dtype] = out
+        return out
+
+
+def smul(x: Any, s: Scalar) -> jax.Array:
+    """``s · x`` in ``x``'s dtype (``s`` a :class:`Scalar`)."""
+    x = as_array(x)
+    c = s(x.dtype)
+    if np.ndim(c) == 0:
+        return lax.mul(x, c)
+    return cast(x * c, x.dtype)
+
+
+def sqnorm(x: Any) -> jax.Array:
+    """``Σ |x_i|²`` of one leaf, accumulated in at least float32 (a real scalar)."""
+    x = as_array(x)
+    x = cast(x, compute_dtype(x.dtype))
+    return lax.reduce_sum(abs_sq(x), tuple(range(x.ndim)))

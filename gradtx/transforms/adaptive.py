@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from gradtx import tree as tree_lib
 from gradtx.core import (
@@ -23,6 +24,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.tree import Scalar
 from gradtx.tree import tree_map_none as _map
 
 __all__ = [
@@ -165,18 +167,75 @@ class scale_by_adam(GradientTransformation):
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.mu, "scale_by_adam", "updates", "state (mu)")
         b1, b2 = hyper(self.b1, state.count), hyper(self.b2, state.count)
-        mu = tree_lib.update_moment(updates, state.mu, b1, 1)
-        nu = tree_lib.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count = tree_lib.safe_increment(state.count)
-        if self.nesterov:
-            mu_next = tree_lib.bias_correction(mu, b1, tree_lib.safe_increment(count))
-            g_hat = tree_lib.bias_correction(updates, b1, count)
-            mu_hat = _map(lambda m, g: None if m is None else b1 * m + (1 - b1) * g, mu_next, g_hat)
-        else:
-            mu_hat = tree_lib.bias_correction(mu, b1, count)
-        nu_hat = tree_lib.bias_correction(nu, b2, count)
-        out = _normalise(mu_hat, nu_hat, updates, eps=self.eps, eps_root=self.eps_root)
+        k = _adam_scalars(b1, b2, count, self.eps, self.eps_root, self.nesterov)
+
+        def leaf(g, m, v):
+            if g is None:
+                return None, None, None
+            g = tree_lib.as_array(g)
+            m, v = _ema(g, m, k["b1"], k["1-b1"]), _ema(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"])
+            cd = tree_lib.compute_dtype(m.dtype)
+            num = tree_lib.smul(tree_lib.cast(m, cd), k["m"])
+            if self.nesterov:
+                num = lax.add(num, tree_lib.smul(tree_lib.cast(g, cd), k["g"]))
+            vd = tree_lib.cast(v, tree_lib.compute_dtype(v.dtype))
+            if k["eps_root"] is not None:
+                vd = lax.add(vd, k["eps_root"](vd.dtype))
+            den = lax.add(lax.sqrt(vd), k["eps"](vd.dtype))
+            return tree_lib.cast(lax.div(num, tree_lib.cast(den, cd)), g.dtype), m, v
+
+        out, mu, nu = _unzip3(_map(leaf, updates, state.mu, state.nu), updates)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+
+def _adam_scalars(b1, b2, count, eps, eps_root, nesterov):
+    """Adam's per-step scalars, once per step (Kingma & Ba, §2, the "more efficient" order).
+
+    ``m̂ / (sqrt(v̂ + ε_root) + ε)`` with ``m̂ = m/(1−β1^t)``, ``v̂ = v/(1−β2^t)`` equals
+    ``m · s/(1−β1^t) / (sqrt(v + ε_root(1−β2^t)) + ε s)`` with ``s = sqrt(1−β2^t)``: the bias
+    corrections become two scalars instead of two divisions per element. For Nadam's numerator
+    ``β1 m/(1−β1^{t+1}) + (1−β1) g/(1−β1^t)`` the factors of ``m`` and ``g`` are scalars too.
+    """
+    t = jnp.asarray(count).astype(jnp.float32 if not jax.config.jax_enable_x64 else jnp.float64)
+    c1 = 1 - b1**t
+    c2 = 1 - b2**t
+    s = jnp.sqrt(c2)
+    k = {
+        "b1": Scalar(b1),
+        "1-b1": Scalar(1 - b1),
+        "b2": Scalar(b2),
+        "1-b2": Scalar(1 - b2),
+        "eps": Scalar(eps * s),
+        "eps_root": None if _is_zero(eps_root) else Scalar(eps_root * c2),
+    }
+    if nesterov:
+        k["m"] = Scalar(b1 * s / (1 - b1 ** (t + 1)))
+        k["g"] = Scalar((1 - b1) * s / c1)
+    else:
+        k["m"] = Scalar(s / c1)
+    return k
+
+
+def _is_zero(x: Any) -> bool:
+    return isinstance(x, int | float) and x == 0
+
+
+def _ema(x: Any, m: Any, b: Scalar, one_minus_b: Scalar) -> Any:
+    """``b·m + (1 − b)·x`` in the moment's compute dtype, stored in the moment's dtype."""
+    m = tree_lib.as_array(m)
+    cd = tree_lib.compute_dtype(m.dtype)
+    out = lax.add(
+        tree_lib.smul(tree_lib.cast(x, cd), one_minus_b), tree_lib.smul(tree_lib.cast(m, cd), b)
+    )
+    return tree_lib.cast(out, m.dtype)
+
+
+def _unzip3(tree: Any, like: Any) -> tuple[Any, Any, Any]:
+    """Split a tree of 3-tuples (one per leaf of ``like``) into three trees."""
+    treedef = jax.tree_util.tree_structure(like, is_leaf=tree_lib.is_none)
+    parts = treedef.flatten_up_to(tree)
+    return tuple(treedef.unflatten([p[i] for p in parts]) for i in range(3))
 
 
 class ScaleByAmsgradState(NamedTuple):

@@ -78,16 +78,7 @@ class clip_by_global_norm(GradientTransformation):
     def update(self, updates, state, params=None, **extra_args):
         norm = tree_lib.global_norm(updates)
         factor = jnp.where(norm < self.max_norm, 1.0, self.max_norm / jnp.where(norm == 0, 1, norm))
-        out = jax.tree_util.tree_map(
-            lambda u: (
-                None
-                if u is None
-                else (u * factor.astype(tree_lib.real_dtype(u.dtype))).astype(u.dtype)
-            ),
-            updates,
-            is_leaf=_none,
-        )
-        return out, state
+        return tree_lib.tree_scale(factor, updates), state
 
 
 @transform

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from gradtx import tree as tree_lib
 from gradtx.core import (
@@ -69,12 +70,18 @@ class add_decayed_weights(GradientTransformation):
         mask = resolve_mask(self.mask, params)
         mask = broadcast_mask(mask, params, "add_decayed_weights")
 
+        wd = tree_lib.Scalar(wd)
+
         def f(u, p, m):
             if u is None:
                 return None
+            if isinstance(m, bool | np.bool_) and not m:
+                return u
+            u = tree_lib.as_array(u)
+            decayed = lax.add(u, tree_lib.smul(tree_lib.cast(p, u.dtype), wd))
             if isinstance(m, bool | np.bool_):
-                return (u + wd * p).astype(u.dtype) if m else u
-            return jnp.where(m, u + wd * p, u).astype(u.dtype)
+                return decayed
+            return jnp.where(m, decayed, u).astype(u.dtype)
 
         out = jax.tree_util.tree_map(f, updates, params, mask, is_leaf=lambda x: x is None)
         if count is not None:

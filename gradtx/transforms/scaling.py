@@ -29,11 +29,7 @@ class ScaleByScheduleState(NamedTuple):
 
 
 def _scale_tree(updates: Any, factor: Any) -> Any:
-    return jax.tree_util.tree_map(
-        lambda u: None if u is None else (factor * u).astype(jnp.result_type(u)),
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    return tree_lib.tree_scale(factor, updates)
 
 
 @transform
