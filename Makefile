@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench bench-lbfgs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP_TEST)
+	$(BIN)/python -m benchmarks.run --write
+
+bench-lbfgs: $(STAMP_TEST)
 	$(BIN)/python benchmarks/lbfgs.py
 
 clean:

@@ -10,7 +10,7 @@ ratios. scipy is timed twice: given the objective as a jitted JAX value_and_grad
 would) and as plain NumPy code (no JAX dispatch per evaluation). gradtx and optax runs alternate
 so that load from other processes affects both alike.
 
-Run: ``python benchmarks/lbfgs.py`` (or ``make bench``).
+Run: ``python benchmarks/lbfgs.py`` (or ``make bench-lbfgs``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ repetitions after a warm-up; the table gives the median of each, the spread (the
 middle half of the repetitions, as ``±`` half of it relative to the median) and the ratio of
 medians gradtx / optax (below 1 means gradtx is faster).
 
-Cases (see ``benchmarks/README`` in the repository README's "Performance" section):
+Cases (the README's "Performance" section shows the results):
 
 - ``many``: ``chain(clip_by_global_norm(1.0), adamw(1e-3, weight_decay=1e-2))`` on a 1,000-leaf
   transformer-like tree (~2.6M float32 parameters), jitted with donated params and state;
@@ -114,8 +114,13 @@ class Table:
             return
         om = statistics.median(o)
         self.rows.append(
-            (case, f"{_fmt(gm)} {unit} {_spread(g)}", f"{_fmt(om)} {unit} {_spread(o)}",
-             f"{gm / om:.3f}x", note)
+            (
+                case,
+                f"{_fmt(gm)} {unit} {_spread(g)}",
+                f"{_fmt(om)} {unit} {_spread(o)}",
+                f"{gm / om:.3f}x",
+                note,
+            )
         )
 
     def text(self) -> str:
@@ -239,7 +244,9 @@ def case_scaling(table: Table, repeats: int, sizes: tuple[int, ...], plot: str |
             curves[k].append(statistics.median(tot[k]))
         table.add(f"scaling: trace+compile, {8 * blocks} leaves", "s", tot["gradtx"], tot["optax"])
         table.add(
-            f"scaling: trace+compile, flat, {8 * blocks} leaves", "s", tot["gradtx.flat"],
+            f"scaling: trace+compile, flat, {8 * blocks} leaves",
+            "s",
+            tot["gradtx.flat"],
             tot["optax"],
         )
     for k, ys in curves.items():
@@ -254,8 +261,13 @@ def case_scaling(table: Table, repeats: int, sizes: tuple[int, ...], plot: str |
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for k, ys in curves.items():
             ax.loglog(leaves, ys, "o-", label=k)
-        ax.loglog(leaves, [curves["optax"][0] * n / leaves[0] for n in leaves], "k:", lw=1,
-                  label="linear from optax's first point")
+        ax.loglog(
+            leaves,
+            [curves["optax"][0] * n / leaves[0] for n in leaves],
+            "k:",
+            lw=1,
+            label="linear from optax's first point",
+        )
         ax.set_xlabel("number of parameter leaves")
         ax.set_ylabel("trace + lower + compile (s)")
         ax.set_title("Compile time of chain(clip_by_global_norm, adamw)")
@@ -288,7 +300,10 @@ def case_eager(table: Table, repeats: int, blocks: int = 125) -> None:
             timers.append(once)
         g, o = alternate(timers, repeats)
         table.add(
-            f"eager: {name}, {8 * blocks} leaves", "ms", g, o,
+            f"eager: {name}, {8 * blocks} leaves",
+            "ms",
+            g,
+            o,
             f"first call {firsts[0]:.0f} ms vs {firsts[1]:.0f} ms (gradtx compiles once)",
         )
 
@@ -365,7 +380,10 @@ def case_big(table: Table, repeats: int, n: int = 1 << 24) -> None:
     bandwidth = 12 * n / statistics.median(b)  # a*x+y reads 2 and writes 1 float32 array
     frac = lambda ms: 28 * n / (statistics.median(ms) / 1e3) / bandwidth  # noqa: E731
     table.add(
-        "big: adam, one 16M-element leaf", "ms", g, o,
+        "big: adam, one 16M-element leaf",
+        "ms",
+        g,
+        o,
         f"bandwidth bound reached: gradtx {100 * frac(g):.0f}%, optax {100 * frac(o):.0f}% "
         f"(streaming {bandwidth / 1e9:.1f} GB/s)",
     )
@@ -382,7 +400,7 @@ def case_sweep(table: Table) -> None:
 
     params = {"w": jnp.ones((16, 16)), "b": jnp.ones(16)}
     grads = jax.tree_util.tree_map(lambda p: 0.1 * p, params)
-    lrs = [10.0 ** -k for k in np.linspace(1, 4, 8)]
+    lrs = [10.0**-k for k in np.linspace(1, 4, 8)]
 
     @jax.jit
     def g_step(opt, params, state):
@@ -404,8 +422,13 @@ def case_sweep(table: Table) -> None:
     finally:
         monitoring.unregister_event_duration_listener(listener)
     table.rows.append(
-        ("sweep: compilations for 8 learning rates", str(g_n), str(o_n), "",
-         "optax bakes the rate into its closure")
+        (
+            "sweep: compilations for 8 learning rates",
+            str(g_n),
+            str(o_n),
+            "",
+            "optax bakes the rate into its closure",
+        )
     )
 
 
@@ -427,8 +450,13 @@ def case_memory(table: Table) -> None:
         gb = _state_bytes(jax.eval_shape(g_opt.init, params))
         ob = _state_bytes(jax.eval_shape(o_opt.init, params))
         table.rows.append(
-            (f"memory: {label}, bytes/param", f"{gb / n:.4f}", f"{ob / n:.4f}", f"{gb / ob:.3f}x",
-             "optax has no nu_dtype" if "bfloat16" in label else "")
+            (
+                f"memory: {label}, bytes/param",
+                f"{gb / n:.4f}",
+                f"{ob / n:.4f}",
+                f"{gb / ob:.3f}x",
+                "optax has no nu_dtype" if "bfloat16" in label else "",
+            )
         )
 
 
@@ -461,7 +489,13 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of cases")
     ap.add_argument("--repeats", type=int, default=15, help="repetitions of the timed cases")
-    ap.add_argument("--compile-repeats", type=int, default=5)
+    ap.add_argument("--compile-repeats", type=int, default=3)
+    ap.add_argument(
+        "--scaling-repeats", type=int, default=1, help="a 4,000-leaf tree compiles for minutes"
+    )
+    ap.add_argument(
+        "--scaling-blocks", default="13,125,500", help="8-leaf blocks per scaling point"
+    )
     ap.add_argument("--quick", action="store_true", help="few repetitions, small sizes")
     ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and plot")
     args = ap.parse_args(argv)
@@ -481,9 +515,9 @@ def main(argv: list[str] | None = None) -> str:
         elif c == "compile":
             case_compile(table, creps, blocks)
         elif c == "scaling":
-            sizes = (2, 13) if args.quick else (13, 125, 500)
+            sizes = (2, 13) if args.quick else tuple(int(b) for b in args.scaling_blocks.split(","))
             plot = os.path.join(HERE, "compile_scaling.png") if args.write else None
-            case_scaling(table, creps, sizes, plot)
+            case_scaling(table, 1 if args.quick else args.scaling_repeats, sizes, plot)
         elif c == "eager":
             case_eager(table, reps, blocks)
         elif c == "tiny":
@@ -507,7 +541,8 @@ def _results_md(text: str, reps: int, creps: int) -> str:
         "# Benchmark results\n\n"
         "Written by `python -m benchmarks.run --write` (`make bench`). gradtx and optax run in "
         f"one process, alternating; timed cases repeat {reps} times after a warm-up "
-        f"(compile cases {creps} times, each on a fresh function after `jax.clear_caches()`). "
+        f"(compile cases {creps} times, each on a fresh function after `jax.clear_caches()`; "
+        "compile scaling once per size). "
         "Each cell is the median, with half the interquartile range relative to the median; "
         "the ratio is of medians (below 1: gradtx is faster).\n\n"
         + text
