@@ -242,7 +242,7 @@ def is_scheduled(*values: Any) -> bool:
 
 
 class eager_jit:
-    """Turn the compiled eager path on or off (off unless ``GRADTX_EAGER_JIT=1``; opt in).
+    """Turn the compiled eager path on or off (on unless ``GRADTX_EAGER_JIT=0``).
 
     Called outside any ``jit``/``vmap``/``grad`` trace with concrete arrays, a transform's
     ``update`` and :func:`apply_updates` run a compiled version of themselves, cached by the
@@ -253,26 +253,29 @@ class eager_jit:
     is a function, such as ``value_fn``; a custom transform whose update needs concrete values)
     runs the plain path.
 
-    ``gradtx.eager_jit(True)`` switches it on until ``gradtx.eager_jit(False)``, and
-    ``with gradtx.eager_jit(True): ...`` for a block only. It is off by default for now: a
-    compiled call gives the numbers of a jitted step that takes the optimizer as an argument,
-    which in float32 can differ from the op-by-op numbers by about 1e-5 (relative), and an
-    eager ``apply_if_finite(..., on_max_errors="raise")`` or ``identity`` behaves as under jit.
-    Keep it off to debug a transform of your own (e.g. to ``print`` inside its ``update``).
+    Transforms from other libraries inside a gradtx chain, and wrappers whose eager behaviour
+    differs on purpose (``apply_if_finite(..., on_max_errors="raise")`` raises
+    ``FloatingPointError`` itself), keep running op by op. The first call of a new structure
+    compiles (seconds for a model with a thousand arrays); every later call is one dispatch.
+
+    Turn it off to debug a transform of your own, e.g. to ``print`` inside its ``update``:
+    ``gradtx.eager_jit(False)`` switches it off until ``gradtx.eager_jit(True)``, and
+    ``with gradtx.eager_jit(False): ...`` for a block only.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
         >>> opt = gradtx.sgd(0.1)
         >>> p = {"w": jnp.ones(2)}
-        >>> with gradtx.eager_jit(True):  # compiled once, then reused for every call
-        ...     u, _ = opt.update({"w": jnp.ones(2)}, opt.init(p))
-        >>> [round(float(x), 4) for x in u["w"]]
-        [-0.1, -0.1]
+        >>> u, _ = opt.update({"w": jnp.ones(2)}, opt.init(p))  # compiled once, then reused
+        >>> with gradtx.eager_jit(False):  # op by op, as written
+        ...     v, _ = opt.update({"w": jnp.ones(2)}, opt.init(p))
+        >>> [round(float(x), 4) for x in u["w"]], bool((u["w"] == v["w"]).all())
+        ([-0.1, -0.1], True)
         >>> gradtx.eager_jit.enabled()
-        False
+        True
     """
 
-    _enabled: bool = os.environ.get("GRADTX_EAGER_JIT", "0").lower() in ("1", "true", "yes")
+    _enabled: bool = os.environ.get("GRADTX_EAGER_JIT", "1").lower() not in ("0", "false", "no")
 
     def __init__(self, enabled: bool):
         self._previous = eager_jit._enabled
@@ -313,8 +316,23 @@ def _jit_update(tx, updates, state, params, extra_args):
     return tx.update(updates, state, params, **extra_args)
 
 
+def _runs_plainly(obj: Any) -> bool:
+    """Whether a transform (or one nested in it) must keep running op by op when called
+    eagerly: a transform of another library (an opaque closure that may have side effects),
+    or one whose eager behaviour differs on purpose (``_eager_compilable`` is False)."""
+    if isinstance(obj, _Foreign):
+        return True
+    if isinstance(obj, GradientTransformation):
+        return not obj._eager_compilable() or any(_runs_plainly(v) for v in vars(obj).values())
+    if isinstance(obj, tuple | list):
+        return any(_runs_plainly(v) for v in obj)
+    if isinstance(obj, dict):
+        return any(_runs_plainly(v) for v in obj.values())
+    return False
+
+
 def _compiled_update(tx, updates, state, params, extra_args):
-    if type(tx) in _PLAIN_ONLY or not _plain_args(extra_args):
+    if type(tx) in _PLAIN_ONLY or not _plain_args(extra_args) or _runs_plainly(tx):
         return _FALLBACK
     try:
         return _jit_update(tx, updates, state, params, extra_args)
@@ -325,10 +343,28 @@ def _compiled_update(tx, updates, state, params, extra_args):
         return _FALLBACK  # not a jit argument (an object leaf, an unhashable option): plainly
 
 
+def _canonical(tx: Any) -> Any:
+    """``tx`` with its Python-float hyperparameters as weakly typed arrays of JAX's default
+    float dtype: the values a jitted step sees when the optimizer is its argument.
+
+    Derived per-step scalars (``1 − β``, ``ε·sqrt(1 − β2^t)``) are then formed from the same
+    float32 (or float64) numbers on every path: op by op, jitted with the optimizer closed
+    over, jitted with it as an argument, and compiled eagerly. Without this, ``1 − 0.999`` is
+    exact in Python but ``1 − float32(0.999)`` is not, a 1e-5 relative difference in float32.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tx)
+    if not any(type(x) is float or type(x) is complex for x in leaves):
+        return tx
+    return treedef.unflatten(
+        [jnp.asarray(x) if type(x) is float or type(x) is complex else x for x in leaves]
+    )
+
+
 def _with_eager_jit(plain: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(plain)
     def update(self, updates, state, params=None, **extra_args):
-        if _eager():
+        self = _canonical(self)
+        if _eager() and self._eager_compilable():
             out = _compiled_update(self, updates, state, params, extra_args)
             if out is not _FALLBACK:
                 return out
@@ -391,6 +427,11 @@ class GradientTransformation:
 
     def _check(self) -> None:
         """Validate concrete hyperparameters; override in subclasses."""
+
+    def _eager_compilable(self) -> bool:
+        """Whether an eager ``update`` may run compiled (see :class:`eager_jit`); False where
+        compiling would change what an eager call does, or only copy."""
+        return True
 
     def __repr__(self) -> str:
         return field_repr(self)
@@ -707,6 +748,9 @@ class identity(GradientTransformation):
         >>> gradtx.identity().update(jnp.ones(2), gradtx.EmptyState())[0].tolist()
         [1.0, 1.0]
     """
+
+    def _eager_compilable(self) -> bool:
+        return False  # returns its input: compiling would only copy it
 
     def init(self, params):
         return EmptyState()

@@ -123,6 +123,10 @@ class apply_if_finite(GradientTransformation):
             inner_state=self.inner.init(params),
         )
 
+    def _eager_compilable(self) -> bool:
+        # an eager call in "raise" mode raises FloatingPointError itself, not through jit
+        return self.on_max_errors != "raise"
+
     def update(self, updates, state, params=None, **extra_args):
         finite = all_finite(updates)
         notfinite_count = jnp.where(

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_problem
+from conftest import F32_ORACLE_ATOL, random_problem
 
 import gradtx
 
@@ -88,7 +88,7 @@ def check_paper(opt, ref_step, seed=0):
 def check_optax(opt, oracle, seed=1):
     params, grad = random_problem(seed, np.float32)
     got, ref = run_gradtx(opt, params, grad), run_optax(oracle, params, grad)
-    assert_close(got, ref, 1e-5, 1e-6)
+    assert_close(got, ref, 1e-5, F32_ORACLE_ATOL)
 
 
 def per_leaf(fn):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compilations, random_problem
+from conftest import F32_ORACLE_ATOL, count_compilations, random_problem
 
 import gradtx
 
@@ -132,7 +132,7 @@ def test_lookahead_matches_optax(reset):
             u, state = update(_jx(grad(_np(lp.fast), t)), state, lp)
             lp = optax.apply_updates(lp, u)
         results.append((lp.fast, lp.slow))
-    _close(results[0], results[1], rtol=1e-5, atol=1e-6)
+    _close(results[0], results[1], rtol=1e-5, atol=F32_ORACLE_ATOL)
 
 
 def test_jit_equals_eager_structure_and_no_recompile():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compilations
+from conftest import F32_ORACLE_RTOL, count_compilations
 
 import gradtx
 
@@ -251,7 +251,7 @@ def test_gradtx_transform_inside_optax_chain():
         optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(), optax.scale(-0.1))
     )
     np.testing.assert_allclose(
-        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=1e-6
+        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=F32_ORACLE_RTOL
     )
 
 
@@ -262,7 +262,7 @@ def test_optax_transform_inside_gradtx_chain():
         optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(), optax.scale(-0.1))
     )
     np.testing.assert_allclose(
-        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=1e-6
+        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=F32_ORACLE_RTOL
     )
     # the chain is still a pytree that can be passed to jit (the optax member is static)
     step = jax.jit(lambda tx, s: tx.update(grads(), s, PARAMS))
@@ -273,7 +273,7 @@ def test_gradtx_optimizer_where_optax_expects_a_transformation():
     ours = _run(optax.MultiSteps(gradtx.adamw(1e-2), every_k_schedule=2), steps=6)
     ref = _run(optax.MultiSteps(optax.adamw(1e-2), every_k_schedule=2), steps=6)
     np.testing.assert_allclose(
-        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=1e-6
+        np.asarray(ours["layer1"]["w"]), np.asarray(ref["layer1"]["w"]), rtol=F32_ORACLE_RTOL
     )
     ours = _run(optax.apply_if_finite(gradtx.sgd(0.1, momentum=0.9), 3))
     ref = _run(optax.apply_if_finite(optax.sgd(0.1, momentum=0.9), 3))

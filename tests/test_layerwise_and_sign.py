@@ -39,7 +39,7 @@ def _leaves(tree):
     return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def _check_optax(ours, theirs, seed=1, rtol=1e-5, atol=0.0):
+def _check_optax(ours, theirs, seed=1, rtol=1e-5, atol=1e-6):
     params, grad = random_problem(seed)
     a = run_library(ours, params, grad, STEPS, jnp.float32)
     b = run_library(theirs, params, grad, STEPS, jnp.float32, lib="optax")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_problem
+from conftest import F32_ORACLE_ATOL, random_problem
 
 import gradtx
 
@@ -74,7 +74,7 @@ def test_matches_optax(name, kwargs):
     ours = trajectory(getattr(gradtx, name)(**kwargs), params, grad)
     theirs = trajectory(getattr(optax, name)(**kwargs), params, grad)
     assert np.all(np.isfinite(theirs))
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=F32_ORACLE_ATOL)
 
 
 @pytest.mark.parametrize(
@@ -107,4 +107,4 @@ def test_building_block_matches_optax(name, kwargs):
     theirs = trajectory(
         optax.chain(getattr(optax, name)(**kwargs), optax.scale(-1e-2)), params, grad, steps=50
     )
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=F32_ORACLE_ATOL)

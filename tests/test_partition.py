@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compilations, random_problem
+from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, count_compilations, random_problem
 
 import gradtx
 
@@ -23,7 +23,7 @@ def _run(opt, params, grad, steps, *, jit=True):
     return params, state
 
 
-def _close(a, b, rtol=1e-6, atol=1e-7):
+def _close(a, b, rtol=F32_ORACLE_RTOL, atol=F32_ORACLE_ATOL):
     jax.tree_util.tree_map(
         lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol),
         a,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL
 
 import gradtx
 
@@ -81,7 +82,11 @@ def test_apply_mode_matches_optax_apply_if_finite(bad):
     for (p1, s1), (p2, s2) in zip(h1, h2, strict=True):
         jax.tree_util.tree_map(
             lambda x, y: np.testing.assert_allclose(
-                np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7, equal_nan=True
+                np.asarray(x),
+                np.asarray(y),
+                rtol=F32_ORACLE_RTOL,
+                atol=F32_ORACLE_ATOL,
+                equal_nan=True,
             ),
             p1,
             p2,
@@ -115,7 +120,7 @@ def test_apply_if_finite_jit_equals_eager_and_structure():
     for (p1, s1), (p2, s2) in zip(h1, h2, strict=True):
         jax.tree_util.tree_map(
             lambda x, y: np.testing.assert_allclose(
-                np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7
+                np.asarray(x), np.asarray(y), rtol=F32_ORACLE_RTOL, atol=F32_ORACLE_ATOL
             ),
             (p1, s1),
             (p2, s2),
@@ -181,7 +186,7 @@ def test_multisteps_with_skip_predicates_matches_optax(skip):
     for (p1, s1), (p2, s2) in zip(h1, h2, strict=True):
         jax.tree_util.tree_map(
             lambda x, y: np.testing.assert_allclose(
-                np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7
+                np.asarray(x), np.asarray(y), rtol=F32_ORACLE_RTOL, atol=F32_ORACLE_ATOL
             ),
             p1,
             p2,
