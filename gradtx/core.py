@@ -417,6 +417,7 @@ class GradientTransformation:
     def __post_init__(self) -> None:
         _wrap_callables(self)
         self._check()
+        _as_jax_scalars(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every ``update`` a subclass defines gets the compiled eager path (see eager_jit).
@@ -437,6 +438,29 @@ class GradientTransformation:
         return field_repr(self)
 
 
+def _to_jax_scalar(x: Any) -> Any:
+    return jnp.asarray(x) if type(x) is float or type(x) is complex else x
+
+
+def _as_jax_scalars(obj: Any) -> None:
+    """Store the Python-float hyperparameters of a transform as weakly typed JAX scalars.
+
+    They are the numbers a jitted step sees anyway (float32, or float64 with x64), so nothing
+    changes numerically; but a jitted step that takes the optimizer as an argument then passes
+    arrays already on the device instead of converting each Python float on every call (15 µs
+    per step for Adam's five). Schedules and other nested numbers are converted alike.
+    """
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("static"):
+            continue
+        value = getattr(obj, f.name)
+        if isinstance(value, GradientTransformation) or value is None:
+            continue
+        new = jax.tree_util.tree_map(_to_jax_scalar, value)
+        if new is not value:
+            object.__setattr__(obj, f.name, new)
+
+
 def field_repr(obj: Any) -> str:
     """``name(field=value, ...)`` showing the fields of a dataclass that differ from defaults."""
     if not dataclasses.is_dataclass(obj):
@@ -446,15 +470,24 @@ def field_repr(obj: Any) -> str:
         v = getattr(obj, f.name)
         if f.default is not dataclasses.MISSING and _same(v, f.default):
             continue
-        parts.append(f"{f.name}={v!r}")
+        parts.append(f"{f.name}={_value_repr(v)}")
     return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 def _same(a: Any, b: Any) -> bool:
     try:
+        if isinstance(a, jax.Array) and a.ndim == 0 and type(b) in (float, complex):
+            return bool(a == _to_jax_scalar(b))  # a hyperparameter stored as a JAX scalar
         return bool(a is b or (type(a) is type(b) and a == b))
     except Exception:  # noqa: BLE001  (arrays compare element-wise)
         return False
+
+
+def _value_repr(v: Any) -> str:
+    """A stored hyperparameter as the user wrote it: ``0.9``, not ``Array(0.9, dtype=...)``."""
+    if isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) and v.ndim == 0:
+        return str(np.asarray(v))
+    return repr(v)
 
 
 @jax.tree_util.register_static

@@ -296,9 +296,10 @@ class flat(GradientTransformation):
     per dtype, or per mask group when ``inner`` has masks (``add_decayed_weights(mask=...)``);
     ``inner`` updates those vectors and its updates are split back into the parameter tree
     once. For a model with many small arrays this compiles much faster and runs faster than
-    one operation per array; the results are those of ``inner`` itself (bit for bit for
-    transforms that act element by element; to rounding for the global norm of
-    :class:`clip_by_global_norm`, summed in another order).
+    one operation per array; the results are those of ``inner`` itself: bit for bit op by op
+    for transforms that act element by element, and to rounding otherwise (the global norm of
+    :class:`clip_by_global_norm` is summed in another order; a compiled step fuses another
+    program).
 
     Accepted: transforms that act on each element, or on the norm of all updates together
     (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``lion``, ``clip_by_global_norm``, ...), in

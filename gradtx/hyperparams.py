@@ -222,6 +222,10 @@ def _like(old: Any, new: Any) -> Any:
         if np.shape(new) == np.shape(old):
             return np.asarray(new, dtype=old.dtype)
     if isinstance(old, jax.Array) and _is_numeric(new) and np.shape(new) == old.shape:
+        if getattr(old, "weak_type", False) and old.ndim == 0:  # a number the user wrote
+            v = jnp.asarray(complex(new) if np.iscomplexobj(new) else float(new))
+            if v.dtype == old.dtype:
+                return v  # weakly typed, like the Python number it replaces
         return jnp.asarray(new, dtype=old.dtype)
     return new
 

@@ -85,10 +85,10 @@ def check_paper(opt, ref_step, seed=0):
     assert_close(run_gradtx(opt, params, grad), run_numpy(ref_step, params, grad), 1e-10, 1e-12)
 
 
-def check_optax(opt, oracle, seed=1):
+def check_optax(opt, oracle, seed=1, atol=F32_ORACLE_ATOL):
     params, grad = random_problem(seed, np.float32)
     got, ref = run_gradtx(opt, params, grad), run_optax(oracle, params, grad)
-    assert_close(got, ref, 1e-5, F32_ORACLE_ATOL)
+    assert_close(got, ref, 1e-5, atol)
 
 
 def per_leaf(fn):
@@ -301,8 +301,11 @@ def test_lion_weight_decay_mask(x64):
 
 
 def test_radam_matches_optax():
-    check_optax(gradtx.radam(0.01), optax.radam(0.01))
-    check_optax(gradtx.radam(0.01, nesterov=True), optax.radam(0.01, nesterov=True))
+    # RAdam's ρ∞ = 2/(1 − β2) − 1 and its bias correction amplify optax's mixed 1 − β2 (float64)
+    # and β2^t (float32): its float32 run is 1.2e-4 from the float64 formula after 200 steps,
+    # gradtx's 4e-6 (README, "One set of numbers"); the formula is pinned in float64 above.
+    check_optax(gradtx.radam(0.01), optax.radam(0.01), atol=1e-4)
+    check_optax(gradtx.radam(0.01, nesterov=True), optax.radam(0.01, nesterov=True), atol=1e-4)
 
 
 def test_adabelief_matches_optax():
