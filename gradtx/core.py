@@ -295,7 +295,7 @@ class eager_jit:
 
 _SCALAR_TYPES = (np.ndarray, np.generic, bool, int, float, complex)
 _FALLBACK = object()
-_PLAIN_ONLY: set[type] = set()  # transforms whose update needed concrete values once
+_PLAIN_ONLY: set[Any] = set()  # structures of transforms whose update needed concrete values
 
 
 def _eager() -> bool:
@@ -332,12 +332,15 @@ def _runs_plainly(obj: Any) -> bool:
 
 
 def _compiled_update(tx, updates, state, params, extra_args):
-    if type(tx) in _PLAIN_ONLY or not _plain_args(extra_args) or _runs_plainly(tx):
+    if not _plain_args(extra_args) or _runs_plainly(tx):
         return _FALLBACK
     try:
+        key = jax.tree_util.tree_structure(tx)  # the class and static options of every member
+        if key in _PLAIN_ONLY:
+            return _FALLBACK
         return _jit_update(tx, updates, state, params, extra_args)
     except jax.errors.ConcretizationTypeError:
-        _PLAIN_ONLY.add(type(tx))  # its update branches on values: always run it plainly
+        _PLAIN_ONLY.add(key)  # its update branches on values: always run this one plainly
         return _FALLBACK
     except TypeError:
         return _FALLBACK  # not a jit argument (an object leaf, an unhashable option): plainly
@@ -364,7 +367,7 @@ def _with_eager_jit(plain: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(plain)
     def update(self, updates, state, params=None, **extra_args):
         self = _canonical(self)
-        if _eager() and self._eager_compilable():
+        if _eager():
             out = _compiled_update(self, updates, state, params, extra_args)
             if out is not _FALLBACK:
                 return out

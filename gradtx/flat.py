@@ -310,6 +310,9 @@ class flat(GradientTransformation):
 
     The state is a :class:`FlatState`; :func:`gradtx.state_dict` names its arrays by parameter
     (``1/0/mu/layer1/w``), exactly as for ``inner`` alone, so checkpoints are interchangeable.
+    (:class:`gradtx.flatten`, optax's wrapper of the same idea, runs any transform on a single
+    vector of one promoted dtype and keeps its state unnamed; ``flat`` keeps each dtype, checks
+    that the result cannot change, and keeps the names.)
 
     Args:
         inner: the optimizer to run on the flat buffers.

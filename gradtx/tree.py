@@ -41,6 +41,7 @@ __all__ = [
     "cast",
     "as_array",
     "smul",
+    "ema_leaf",
     "sqnorm",
 ]
 
@@ -161,9 +162,9 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
         if g is None:
             return None
         m = as_array(m)
-        gm = cast(g, m.dtype)
+        gm = cast(g, compute_dtype(m.dtype))
         p = gm if order == 1 else (lax.mul(gm, gm) if order == 2 else lax.integer_pow(gm, order))
-        return cast(lax.add(smul(p, one_minus_b), smul(m, b)), m.dtype)
+        return ema_leaf(p, m, b, one_minus_b)
 
     return _map(f, updates, moments)
 
@@ -179,9 +180,8 @@ def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: i
     def f(g, m):
         if g is None:
             return None
-        m = as_array(m)
         p = abs_sq(as_array(g)) if order == 2 else jnp.abs(g) ** order
-        return cast(lax.add(smul(cast(p, m.dtype), one_minus_b), smul(m, b)), m.dtype)
+        return ema_leaf(p, m, b, one_minus_b)
 
     return _map(f, updates, moments)
 
@@ -352,6 +352,15 @@ def smul(x: Any, s: Scalar) -> jax.Array:
     if np.ndim(c) == 0:
         return lax.mul(x, c)
     return cast(x * c, x.dtype)
+
+
+def ema_leaf(x: Any, m: Any, b: Scalar, one_minus_b: Scalar) -> jax.Array:
+    """One leaf of an exponential moving average, ``b·m + (1 − b)·x``, computed in the moment's
+    compute dtype (float32 for 16-bit moments) and stored in the moment's dtype."""
+    m = as_array(m)
+    cd = compute_dtype(m.dtype)
+    out = lax.add(smul(cast(x, cd), one_minus_b), smul(cast(m, cd), b))
+    return cast(out, m.dtype)
 
 
 def sqnorm(x: Any) -> jax.Array:

@@ -165,6 +165,17 @@ def test_eager_falls_back_for_value_dependent_python_code(eager_on):
     np.testing.assert_array_equal(np.asarray(u), [-1.0, -2.0])
     u, _ = concrete().update(jnp.array([-1.0, -2.0]), gradtx.EmptyState())
     np.testing.assert_array_equal(np.asarray(u), [-1.0, -2.0])
+    # inside a chain too; and other chains still compile (the fallback is not per class)
+    tx = gradtx.chain(concrete(), gradtx.scale(2.0))
+    u, _ = tx.update(jnp.array([1.0, 2.0]), tx.init(None))
+    np.testing.assert_array_equal(np.asarray(u), [-2.0, -4.0])
+    other = gradtx.chain(gradtx.scale(3.0))
+    other.update(jnp.ones(2), other.init(None))
+    with count_compilations() as n:
+        u, _ = other.update(jnp.ones(2), other.init(None))
+        u, _ = gradtx.chain(gradtx.scale(5.0)).update(jnp.ones(2), other.init(None))
+    assert n["n"] == 0  # compiled once and reused, with a new factor as an argument
+    np.testing.assert_array_equal(np.asarray(u), [5.0, 5.0])
 
 
 def test_eager_value_fn_falls_back_to_the_plain_path(x64):

@@ -174,7 +174,8 @@ class scale_by_adam(GradientTransformation):
             if g is None:
                 return None, None, None
             g = tree_lib.as_array(g)
-            m, v = _ema(g, m, k["b1"], k["1-b1"]), _ema(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"])
+            m = tree_lib.ema_leaf(g, m, k["b1"], k["1-b1"])
+            v = tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"])
             cd = tree_lib.compute_dtype(m.dtype)
             num = tree_lib.smul(tree_lib.cast(m, cd), k["m"])
             if self.nesterov:
@@ -219,16 +220,6 @@ def _adam_scalars(b1, b2, count, eps, eps_root, nesterov):
 
 def _is_zero(x: Any) -> bool:
     return isinstance(x, int | float) and x == 0
-
-
-def _ema(x: Any, m: Any, b: Scalar, one_minus_b: Scalar) -> Any:
-    """``b·m + (1 − b)·x`` in the moment's compute dtype, stored in the moment's dtype."""
-    m = tree_lib.as_array(m)
-    cd = tree_lib.compute_dtype(m.dtype)
-    out = lax.add(
-        tree_lib.smul(tree_lib.cast(x, cd), one_minus_b), tree_lib.smul(tree_lib.cast(m, cd), b)
-    )
-    return tree_lib.cast(out, m.dtype)
 
 
 def _unzip3(tree: Any, like: Any) -> tuple[Any, Any, Any]:
