@@ -541,13 +541,14 @@ def main(argv: list[str] | None = None) -> str:
     print(text)
     if args.write:
         with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
-            f.write(_results_md(text, reps, creps))
+            f.write(_results_md(text, reps, creps, argv if argv is not None else sys.argv[1:]))
     return text
 
 
-def _results_md(text: str, reps: int, creps: int) -> str:
+def _results_md(text: str, reps: int, creps: int, argv: list[str]) -> str:
     return (
         "# Benchmark results\n\n"
+        f"Command: `python -m benchmarks.run {' '.join(argv)}`.\n\n"
         "Written by `python -m benchmarks.run --write` (`make bench`). gradtx and optax run in "
         f"one process, alternating; timed cases repeat {reps} times after a warm-up "
         f"(compile cases {creps} times, each on a fresh function after `jax.clear_caches()`; "
