@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -346,6 +347,29 @@ def _compiled_update(tx, updates, state, params, extra_args):
         return _FALLBACK  # not a jit argument (an object leaf, an unhashable option): plainly
 
 
+_X64_WARNED: list[bool] = []
+
+
+def _warn_if_built_without_x64(tx: Any, leaves: list[Any]) -> None:
+    """Say once when a transform built before ``jax_enable_x64`` was turned on runs with it on:
+    its Python-float hyperparameters were stored as float32 (see ``_as_jax_scalars``)."""
+    if any(
+        isinstance(x, jax.Array)
+        and not isinstance(x, jax.core.Tracer)
+        and x.ndim == 0
+        and x.dtype == jnp.float32
+        and x.weak_type
+        for x in leaves
+    ):
+        _X64_WARNED.append(True)
+        warnings.warn(
+            f"{type(tx).__name__}: this optimizer was built before jax_enable_x64 was turned on, "
+            "so its hyperparameters are float32 numbers; build it after enabling x64 to have "
+            "them in float64",
+            stacklevel=4,
+        )
+
+
 def _canonical(tx: Any) -> Any:
     """``tx`` with its Python-float hyperparameters as weakly typed arrays of JAX's default
     float dtype: the values a jitted step sees when the optimizer is its argument.
@@ -356,6 +380,8 @@ def _canonical(tx: Any) -> Any:
     exact in Python but ``1 − float32(0.999)`` is not, a 1e-5 relative difference in float32.
     """
     leaves, treedef = jax.tree_util.tree_flatten(tx)
+    if jax.config.jax_enable_x64 and not _X64_WARNED:
+        _warn_if_built_without_x64(tx, leaves)
     if not any(type(x) is float or type(x) is complex for x in leaves):
         return tx
     return treedef.unflatten(
@@ -451,7 +477,9 @@ def _as_jax_scalars(obj: Any) -> None:
     They are the numbers a jitted step sees anyway (float32, or float64 with x64), so nothing
     changes numerically; but a jitted step that takes the optimizer as an argument then passes
     arrays already on the device instead of converting each Python float on every call (15 µs
-    per step for Adam's five). Schedules and other nested numbers are converted alike.
+    per step for Adam's five). Schedules and other nested numbers are converted alike. The
+    dtype is fixed when the transform is built: one built before ``jax_enable_x64`` is turned
+    on keeps float32 hyperparameters (``update`` warns once when that happens).
     """
     for f in dataclasses.fields(obj):
         if f.metadata.get("static"):

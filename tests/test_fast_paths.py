@@ -452,3 +452,18 @@ def test_float32_adam_follows_the_float64_formula_closely():
     # 1 − β in float64 against its float32 β^t leaves a 1e-5 relative error in the correction
     assert err_ours < 3e-6, err_ours
     assert err_ours < 0.5 * err_theirs, (err_ours, err_theirs)
+
+
+def test_hyperparameters_take_the_float_width_in_force_when_built(monkeypatch):
+    monkeypatch.setattr(gradtx.core, "_X64_WARNED", [])
+    early = gradtx.adam(0.1, b2=0.999)  # built with x64 off: float32 hyperparameters
+    with jax.enable_x64(True):
+        late = gradtx.adam(0.1, b2=0.999)
+        b2 = late.transforms[0].b2
+        assert b2.dtype == jnp.float64 and float(b2) == 0.999
+        p = jnp.zeros(2, jnp.float64)
+        with pytest.warns(UserWarning, match="built before jax_enable_x64"):
+            early.update(jnp.ones(2, jnp.float64), early.init(p), p)
+        u, _ = late.update(jnp.ones(2, jnp.float64), late.init(p), p)
+        np.testing.assert_allclose(np.asarray(u), -0.1 / (1 + 1e-8), rtol=1e-15)
+    assert early.transforms[0].b2.dtype == jnp.float32
