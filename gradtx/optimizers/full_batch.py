@@ -15,8 +15,9 @@ from gradtx.transforms.scaling import scale, scale_by_learning_rate
 
 __all__ = ["lbfgs"]
 
-# Transforms are immutable, so one default instance can be shared.
-_ZOOM = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
+# The default line search is built on each call, not once at import: its hyperparameters take
+# the float width in force when the optimizer is built (float64 once x64 is on).
+_ZOOM = "zoom"
 
 
 def lbfgs(
@@ -39,9 +40,9 @@ def lbfgs(
         memory_size: number of ``(s, y)`` pairs kept, ``m``.
         scale_init_precond: start each recursion from ``γ_k I`` with
             ``γ_k = <s, y>/<y, y>`` of the newest pair (else the identity).
-        linesearch: the line search transform (default: :class:`scale_by_zoom_linesearch`
-            with 20 evaluations, starting from a step of 1); ``None`` uses no line search
-            (the step is then just ``α``).
+        linesearch: the line search transform (default ``"zoom"``:
+            :class:`scale_by_zoom_linesearch` with 20 evaluations, starting from a step of 1);
+            ``None`` uses no line search (the step is then just ``α``).
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -58,6 +59,8 @@ def lbfgs(
     Reference: Liu & Nocedal, "On the limited memory BFGS method for large scale
     optimization", Mathematical Programming, 1989.
     """
+    if isinstance(linesearch, str) and linesearch == _ZOOM:
+        linesearch = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
     return chain(
         scale_by_lbfgs(memory_size=memory_size, scale_init_precond=scale_init_precond),
         scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate),
