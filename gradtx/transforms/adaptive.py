@@ -20,6 +20,7 @@ from gradtx.core import (
     check_dtype,
     check_nonnegative,
     check_range,
+    concrete_float,
     hyper,
     static_field,
     transform,
@@ -219,7 +220,8 @@ def _adam_scalars(b1, b2, count, eps, eps_root, nesterov):
 
 
 def _is_zero(x: Any) -> bool:
-    return isinstance(x, int | float) and x == 0
+    """A concrete zero (then ``ε_root`` adds no operation); traced values are not known."""
+    return concrete_float(x) == 0
 
 
 def _unzip3(tree: Any, like: Any) -> tuple[Any, Any, Any]:
