@@ -82,26 +82,19 @@ class FlatLayout:
         )
 
     def check(self, tree: Any, what: str) -> list[Any]:
-        leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=tree_lib.is_none)
-        if treedef != self.treedef or any(
-            x is not None and s is not None and tuple(np.shape(x)) != s
-            for x, s in zip(leaves, self.shapes, strict=True)
-        ):
+        """The leaves of ``tree`` after checking it has the params' structure and shapes."""
+        expected = getattr(self, "_expected", None)
+        if expected is None:  # abstract params, built once per layout
             expected = jax.tree_util.tree_unflatten(
                 self.treedef,
-                [None if s is None else jax.ShapeDtypeStruct(s, d) for s, d in self._sd()],
+                [
+                    None if s is None else jax.ShapeDtypeStruct(s, d)
+                    for s, d in zip(self.shapes, self.dtypes, strict=True)
+                ],
             )
-            diff = tree_lib.first_difference(tree, expected)
-            where = diff[0] if diff and diff[0] else "the root"
-            why = diff[1] if diff else f"tree structure {treedef} vs {self.treedef}"
-            raise ValueError(
-                f"flat: the structure of {what} differs from the params flat was initialised "
-                f"with at {where} ({why})"
-            )
-        return leaves
-
-    def _sd(self):
-        return zip(self.shapes, self.dtypes, strict=True)
+            self._expected = expected
+        tree_lib.check_structure(tree, expected, "flat", what, "params flat was initialised with")
+        return jax.tree_util.tree_leaves(tree, is_leaf=tree_lib.is_none)
 
     def gather(self, tree: Any, what: str = "updates") -> dict[str, jax.Array]:
         """The leaves of ``tree`` raveled into one buffer per group (one concatenation each)."""

@@ -30,6 +30,7 @@ __all__ = [
     "update_moment",
     "update_moment_per_elem_norm",
     "bias_correction",
+    "bias_correction_scalar",
     "safe_increment",
     "abs_sq",
     "real_dtype",
@@ -153,7 +154,8 @@ def global_norm(updates: Any) -> jax.Array:
 def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     """Exponential moving average of ``g ** order``: ``m ← decay·m + (1 − decay)·g^order``.
 
-    The result keeps each moment's dtype (so ``mu_dtype`` state stays in its dtype).
+    Computed in the moment's compute dtype (float32 for 16-bit moments) and stored in the
+    moment's dtype (so ``mu_dtype`` state stays in its dtype); see :func:`ema_leaf`.
     """
 
     b, one_minus_b = Scalar(decay), Scalar(1 - decay)
@@ -199,11 +201,18 @@ def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
         rd = real_dtype(cd)
         corr = corrections.get(rd)
         if corr is None:
-            corr = 1 - jnp.asarray(decay, dtype=rd) ** jnp.asarray(count).astype(rd)
-            corrections[rd] = corr
+            corr = corrections[rd] = bias_correction_scalar(decay, count, rd)
         return lax.div(cast(m, cd), cast(corr, cd))
 
     return _map(f, moment)
+
+
+def bias_correction_scalar(decay: Any, count: Any, dtype: Any = None) -> jax.Array:
+    """The scalar ``1 − decay^t`` (``t = count``), in ``dtype`` (default: JAX's default float
+    dtype, float32 or float64 with x64). Computed once per step, never per leaf."""
+    if dtype is None:
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    return 1 - jnp.asarray(decay, dtype=dtype) ** jnp.asarray(count).astype(dtype)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -298,8 +307,8 @@ def _shape(x: Any) -> tuple:
 # ----------------------------------------------------------------------------------------------
 # Per-leaf arithmetic without per-operation dispatch.
 #
-# ``jax.numpy`` operators re-enter a jitted wrapper on every call, which costs about 100 µs per
-# operation while tracing: an Adam step on 1,000 leaves makes tens of thousands of them. These
+# ``jax.numpy`` operators re-enter a jitted wrapper on every call, which costs tens of
+# microseconds per operation while tracing: an Adam step on 1,000 leaves made about 25,000. These
 # helpers bind ``lax`` primitives directly on operands of one dtype, with the per-step scalars
 # (decays, bias corrections, learning rates) converted once per dtype by :class:`Scalar`.
 

@@ -199,9 +199,8 @@ def _adam_scalars(b1, b2, count, eps, eps_root, nesterov):
     corrections become two scalars instead of two divisions per element. For Nadam's numerator
     ``β1 m/(1−β1^{t+1}) + (1−β1) g/(1−β1^t)`` the factors of ``m`` and ``g`` are scalars too.
     """
-    t = jnp.asarray(count).astype(jnp.float32 if not jax.config.jax_enable_x64 else jnp.float64)
-    c1 = 1 - b1**t
-    c2 = 1 - b2**t
+    c1 = tree_lib.bias_correction_scalar(b1, count)
+    c2 = tree_lib.bias_correction_scalar(b2, count)
     s = jnp.sqrt(c2)
     k = {
         "b1": Scalar(b1),
@@ -212,7 +211,8 @@ def _adam_scalars(b1, b2, count, eps, eps_root, nesterov):
         "eps_root": None if _is_zero(eps_root) else Scalar(eps_root * c2),
     }
     if nesterov:
-        k["m"] = Scalar(b1 * s / (1 - b1 ** (t + 1)))
+        c1_next = tree_lib.bias_correction_scalar(b1, tree_lib.safe_increment(count))
+        k["m"] = Scalar(b1 * s / c1_next)
         k["g"] = Scalar((1 - b1) * s / c1)
     else:
         k["m"] = Scalar(s / c1)
