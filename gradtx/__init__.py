@@ -4,7 +4,6 @@ Every public name is defined in one module and gathered here; ``tests/test_api.p
 each is exported and documented.
 """
 
-from gradtx import tree
 from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *

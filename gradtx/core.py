@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 
 __all__ = [
     "GradientTransformation",

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import GradientTransformation, static_field, transform
 
 __all__ = ["scale_by_lbfgs", "ScaleByLbfgsState"]

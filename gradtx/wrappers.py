@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     EmptyState,
     GradientTransformation,

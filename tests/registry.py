@@ -56,7 +56,7 @@ CASES: list[Case] = [
 
 def _polyak_value(params, grads):
     # A stand-in objective value for the property tests (the convergence test passes the loss).
-    return {"value": 0.5 * gradtx.tree.tree_l2_norm(grads, squared=True) + 0.1}
+    return {"value": 0.5 * gradtx.numerics.tree_l2_norm(grads, squared=True) + 0.1}
 
 
 # Layer-wise, sign, noisy, step-size-free and optimistic methods. Trust-ratio and sign methods

@@ -145,7 +145,7 @@ def test_step_counter_saturates():
     state = opt.init(PARAMS)._replace(count=jnp.asarray(np.iinfo(np.int32).max, jnp.int32))
     _, state = opt.update(grads(), state)
     assert int(state.count) == np.iinfo(np.int32).max
-    assert gradtx.tree.safe_increment(jnp.asarray(5, jnp.int32)).dtype == jnp.int32
+    assert gradtx.numerics.safe_increment(jnp.asarray(5, jnp.int32)).dtype == jnp.int32
 
 
 # ---------------------------------------------------------------------------------------------

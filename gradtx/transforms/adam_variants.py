@@ -2,7 +2,7 @@
 
 Each follows its paper's algorithm box by default. Where optax computes something else, a
 documented argument selects optax's numbers (see ``docs/readme/optimizers_adam_variants.md``).
-Divisions are carried out in at least float32 (:func:`gradtx.tree.compute_dtype`) and cast
+Divisions are carried out in at least float32 (:func:`gradtx.numerics.compute_dtype`) and cast
 back, so zero gradients in float16/bfloat16 give zero updates, not NaN.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     CountState,
     EmptyState,
@@ -30,9 +30,9 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.numerics import is_none as _none
+from gradtx.numerics import tree_map_none as _map
 from gradtx.transforms.adaptive import ScaleByAdamState, _adam_state, _normalise, _nu_init
-from gradtx.tree import is_none as _none
-from gradtx.tree import tree_map_none as _map
 
 __all__ = [
     "scale_by_radam",

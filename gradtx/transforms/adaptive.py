@@ -2,7 +2,8 @@
 
 Each divides a (first-moment) numerator by a running measure of gradient magnitude, following
 the survey frame ``Δθ = −α M_t / √(G_t + ε)``. The division is carried out in at least float32
-(see :func:`gradtx.tree.compute_dtype`) so zero gradients in float16/bfloat16 give zero, not NaN.
+(see :func:`gradtx.numerics.compute_dtype`) so zero gradients in float16/bfloat16 give zero,
+not NaN.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     check_decay,
@@ -25,8 +26,8 @@ from gradtx.core import (
     static_field,
     transform,
 )
-from gradtx.tree import Scalar
-from gradtx.tree import tree_map_none as _map
+from gradtx.numerics import Scalar
+from gradtx.numerics import tree_map_none as _map
 
 __all__ = [
     "scale_by_adam",

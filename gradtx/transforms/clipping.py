@@ -7,9 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import EmptyState, GradientTransformation, check_range, transform
-from gradtx.tree import is_none as _none
+from gradtx.numerics import is_none as _none
 
 __all__ = ["clip", "clip_by_global_norm", "clip_by_block_rms"]
 

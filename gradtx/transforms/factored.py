@@ -1,7 +1,7 @@
 """Memory-light second moments: Adafactor's factored RMS and SM3's cover-set accumulators.
 
 For an ``n × m`` matrix both keep ``O(n + m)`` numbers instead of Adam's ``n · m``. Arithmetic is
-carried out in at least float32 (:func:`gradtx.tree.compute_dtype`) and the small statistics are
+carried out in at least float32 (:func:`gradtx.numerics.compute_dtype`) and the small statistics are
 stored in that dtype, so zero gradients in float16/bfloat16 give zero updates, not NaN.
 """
 
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     check_decay,
@@ -24,8 +24,8 @@ from gradtx.core import (
     static_field,
     transform,
 )
-from gradtx.tree import is_none as _none
-from gradtx.tree import tree_map_none as _map
+from gradtx.numerics import is_none as _none
+from gradtx.numerics import tree_map_none as _map
 
 __all__ = ["scale_by_factored_rms", "scale_by_sm3", "FactoredState", "ScaleBySM3State"]
 

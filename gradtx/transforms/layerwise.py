@@ -3,7 +3,7 @@
 A *block* is one leaf of the parameter pytree (a weight matrix, a bias vector). These transforms
 rescale each block's update by a ratio of norms, so every layer moves by a controlled fraction
 of its own size whatever the scale of its gradient. Norms are accumulated in at least float32
-(:func:`gradtx.tree.compute_dtype`) and the result is cast back to the update's dtype.
+(:func:`gradtx.numerics.compute_dtype`) and the result is cast back to the update's dtype.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     CountState,
     EmptyState,
@@ -28,7 +28,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
-from gradtx.tree import tree_map_none as _map
+from gradtx.numerics import tree_map_none as _map
 
 __all__ = [
     "scale_by_trust_ratio",

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     check_dtype,

@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import GradientTransformation, check_range, hyper, transform
-from gradtx.tree import is_none as _none
+from gradtx.numerics import is_none as _none
 
 __all__ = ["scale_by_optimistic_gradient", "ScaleByOptimisticGradientState"]
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree as tree_lib
+from gradtx import numerics as tree_lib
 from gradtx.core import (
     EmptyState,
     GradientTransformation,
@@ -17,8 +17,8 @@ from gradtx.core import (
     static_field,
     transform,
 )
-from gradtx.tree import is_none as _none
-from gradtx.tree import tree_map_none as _map
+from gradtx.numerics import is_none as _none
+from gradtx.numerics import tree_map_none as _map
 
 __all__ = [
     "scale_by_polyak",

@@ -1,6 +1,9 @@
-"""Tree math shared by every transform: moments, bias correction, norms, the step counter, dtypes.
+"""Internal numerics shared by every transform: moments, bias correction, norms, the step
+counter, dtypes, per-step scalars and structure checks.
 
 Transforms call these instead of repeating the arithmetic, so a numerical fix lands in one place.
+This module is gradtx's own plumbing; the public tree math, with optax's names and meanings, is
+:mod:`gradtx.tree`.
 """
 
 from __future__ import annotations
