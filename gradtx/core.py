@@ -18,7 +18,6 @@ import inspect
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -31,6 +30,16 @@ from gradtx import numerics as tree_lib
 
 __all__ = [
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "Params",
+    "Updates",
+    "OptState",
+    "TransformInitFn",
+    "TransformUpdateFn",
+    "TransformUpdateExtraArgsFn",
+    "init_empty_state",
+    "stateless_with_tree_map",
+    "with_extra_args_support",
     "EmptyState",
     "CountState",
     "transform",
@@ -60,9 +69,12 @@ __all__ = [
     "field_repr",
 ]
 
-Params = Any
-Updates = Any
-OptState = Any
+Params = Any  # a pytree of arrays: the model's parameters
+Updates = Any  # a pytree shaped like the parameters: gradients in, increments out
+OptState = Any  # an optimizer's state: NamedTuples, dataclasses, dicts and arrays
+TransformInitFn = Callable[[Params], OptState]
+TransformUpdateFn = Callable[[Updates, OptState, Params | None], tuple[Updates, OptState]]
+TransformUpdateExtraArgsFn = Callable[..., tuple[Updates, OptState]]
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = float | jax.Array | Schedule
 
@@ -347,29 +359,6 @@ def _compiled_update(tx, updates, state, params, extra_args):
         return _FALLBACK  # not a jit argument (an object leaf, an unhashable option): plainly
 
 
-_X64_WARNED: list[bool] = []
-
-
-def _warn_if_built_without_x64(tx: Any, leaves: list[Any]) -> None:
-    """Say once when a transform built before ``jax_enable_x64`` was turned on runs with it on:
-    its Python-float hyperparameters were stored as float32 (see ``_as_jax_scalars``)."""
-    if any(
-        isinstance(x, jax.Array)
-        and not isinstance(x, jax.core.Tracer)
-        and x.ndim == 0
-        and x.dtype == jnp.float32
-        and x.weak_type
-        for x in leaves
-    ):
-        _X64_WARNED.append(True)
-        warnings.warn(
-            f"{type(tx).__name__}: this optimizer was built before jax_enable_x64 was turned on, "
-            "so its hyperparameters are float32 numbers; build it after enabling x64 to have "
-            "them in float64",
-            stacklevel=4,
-        )
-
-
 def _canonical(tx: Any) -> Any:
     """``tx`` with its Python-float hyperparameters as weakly typed arrays of JAX's default
     float dtype: the values a jitted step sees when the optimizer is its argument.
@@ -380,8 +369,6 @@ def _canonical(tx: Any) -> Any:
     exact in Python but ``1 − float32(0.999)`` is not, a 1e-5 relative difference in float32.
     """
     leaves, treedef = jax.tree_util.tree_flatten(tx)
-    if jax.config.jax_enable_x64 and not _X64_WARNED:
-        _warn_if_built_without_x64(tx, leaves)
     if not any(type(x) is float or type(x) is complex for x in leaves):
         return tx
     return treedef.unflatten(
@@ -416,13 +403,32 @@ class GradientTransformation:
     ``value_fn``, ...) are passed down a chain to every member and ignored by those that do
     not use them.
 
+    Called with two functions, as optax users write a transform of their own,
+    ``GradientTransformation(init_fn, update_fn)`` builds one from them: ``update_fn(updates,
+    state, params)`` receives no extra keyword arguments (use
+    :class:`GradientTransformationExtraArgs` for one that does). Such a transform runs op by op
+    when called eagerly, like a transform of another library: its functions may print or have
+    other side effects.
+
     Example:
         >>> import jax.numpy as jnp, gradtx
         >>> init, update = gradtx.scale(0.5)
         >>> updates, state = update({"w": jnp.ones(2)}, init({"w": jnp.zeros(2)}))
         >>> updates["w"].tolist()
         [0.5, 0.5]
+        >>> double = gradtx.GradientTransformation(
+        ...     lambda params: gradtx.EmptyState(),
+        ...     lambda updates, state, params=None: (2 * updates, state),
+        ... )
+        >>> gradtx.chain(double, gradtx.scale(0.5)).update(jnp.ones(2), ((), ()))[0].tolist()
+        [1.0, 1.0]
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # ``GradientTransformation(init_fn, update_fn)``: the optax way to write a transform.
+        if (args or kwargs) and cls in (GradientTransformation, GradientTransformationExtraArgs):
+            cls = _FromFunctions if cls is GradientTransformation else _FromFunctionsExtraArgs
+        return object.__new__(cls)
 
     def init(self, params: Params) -> OptState:
         raise NotImplementedError
@@ -446,7 +452,6 @@ class GradientTransformation:
     def __post_init__(self) -> None:
         _wrap_callables(self)
         self._check()
-        _as_jax_scalars(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every ``update`` a subclass defines gets the compiled eager path (see eager_jit).
@@ -463,33 +468,40 @@ class GradientTransformation:
         compiling would change what an eager call does, or only copy."""
         return True
 
+    def _takes_extra_args(self) -> bool:
+        """Whether ``update`` accepts extra keyword arguments (every gradtx transform does)."""
+        return True
+
     def __repr__(self) -> str:
         return field_repr(self)
 
 
-def _to_jax_scalar(x: Any) -> Any:
-    return jnp.asarray(x) if type(x) is float or type(x) is complex else x
+class _ExtraArgsMeta(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if cls is GradientTransformationExtraArgs:
+            return isinstance(obj, GradientTransformation) and obj._takes_extra_args()
+        return super().__instancecheck__(obj)
 
 
-def _as_jax_scalars(obj: Any) -> None:
-    """Store the Python-float hyperparameters of a transform as weakly typed JAX scalars.
+class GradientTransformationExtraArgs(GradientTransformation, metaclass=_ExtraArgsMeta):
+    """A transform whose ``update`` accepts extra keyword arguments (``value=``, ...).
 
-    They are the numbers a jitted step sees anyway (float32, or float64 with x64), so nothing
-    changes numerically; but a jitted step that takes the optimizer as an argument then passes
-    arrays already on the device instead of converting each Python float on every call (15 µs
-    per step for Adam's five). Schedules and other nested numbers are converted alike. The
-    dtype is fixed when the transform is built: one built before ``jax_enable_x64`` is turned
-    on keeps float32 hyperparameters (``update`` warns once when that happens).
+    Every gradtx transform is one (``isinstance`` says so), since a chain passes extra
+    arguments to each member and members ignore those they do not use. Called with two
+    functions, ``GradientTransformationExtraArgs(init_fn, update_fn)`` builds a transform whose
+    ``update_fn(updates, state, params, **extra_args)`` receives them.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> isinstance(gradtx.adam(1e-3), gradtx.GradientTransformationExtraArgs)
+        True
+        >>> tx = gradtx.GradientTransformationExtraArgs(
+        ...     lambda params: gradtx.EmptyState(),
+        ...     lambda updates, state, params=None, *, value, **extra: (value * updates, state),
+        ... )
+        >>> tx.update(jnp.ones(2), tx.init(None), value=jnp.asarray(3.0))[0].tolist()
+        [3.0, 3.0]
     """
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("static"):
-            continue
-        value = getattr(obj, f.name)
-        if isinstance(value, GradientTransformation) or value is None:
-            continue
-        new = jax.tree_util.tree_map(_to_jax_scalar, value)
-        if new is not value:
-            object.__setattr__(obj, f.name, new)
 
 
 def field_repr(obj: Any) -> str:
@@ -508,7 +520,7 @@ def field_repr(obj: Any) -> str:
 def _same(a: Any, b: Any) -> bool:
     try:
         if isinstance(a, jax.Array) and a.ndim == 0 and type(b) in (float, complex):
-            return bool(a == _to_jax_scalar(b))  # a hyperparameter stored as a JAX scalar
+            return bool(a == jnp.asarray(b))  # a hyperparameter given as a JAX scalar
         return bool(a is b or (type(a) is type(b) and a == b))
     except Exception:  # noqa: BLE001  (arrays compare element-wise)
         return False
@@ -655,6 +667,109 @@ def _as_member(tx: Any) -> Any:
     if isinstance(tx, GradientTransformation | _Foreign):
         return tx
     return _Foreign(tx)
+
+
+@transform
+class _FromFunctions(GradientTransformation):
+    """A transform built from an ``(init_fn, update_fn)`` pair (see GradientTransformation)."""
+
+    init_fn: Callable[..., Any] = static_field()
+    update_fn: Callable[..., Any] = static_field()
+
+    def __init__(
+        self,
+        init: Callable[..., Any] | None = None,
+        update: Callable[..., Any] | None = None,
+        *,
+        init_fn: Callable[..., Any] | None = None,  # the field names, used when unflattening
+        update_fn: Callable[..., Any] | None = None,
+    ):
+        owner = type(self).__mro__[1].__name__
+        init = init_fn if init is None else init
+        update = update_fn if update is None else update
+        for name, fn in (("init", init), ("update", update)):
+            if not callable(fn):
+                raise TypeError(f"{owner}: {name} must be callable, got {fn!r}")
+        object.__setattr__(self, "init_fn", init)
+        object.__setattr__(self, "update_fn", update)
+        self.__post_init__()
+
+    def init(self, params):
+        return self.init_fn(params)
+
+    def update(self, updates, state, params=None, **extra_args):
+        return self.update_fn(updates, state, params)
+
+    def _eager_compilable(self):
+        return False  # the user's functions may print or have other side effects
+
+    def _takes_extra_args(self):
+        return False
+
+    def __repr__(self):
+        return f"GradientTransformation({_fn_name(self.init_fn)}, {_fn_name(self.update_fn)})"
+
+
+@transform
+class _FromFunctionsExtraArgs(_FromFunctions, GradientTransformationExtraArgs):
+    """A transform built from an ``(init_fn, update_fn)`` pair whose update takes extra args."""
+
+    def update(self, updates, state, params=None, **extra_args):
+        return self.update_fn(updates, state, params, **extra_args)
+
+    def _takes_extra_args(self):
+        return True
+
+    def __repr__(self):
+        init, update = _fn_name(self.init_fn), _fn_name(self.update_fn)
+        return f"GradientTransformationExtraArgs({init}, {update})"
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def with_extra_args_support(tx: Any) -> GradientTransformationExtraArgs:
+    """``tx`` as a transform whose ``update`` accepts (and, if ``tx``'s does not, drops) extra
+    keyword arguments.
+
+    Every gradtx transform already accepts them and is returned unchanged; a transform built
+    with ``GradientTransformation(init_fn, update_fn)`` or taken from another library is
+    wrapped.
+
+    Args:
+        tx: any ``(init, update)`` pair.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> plain = gradtx.GradientTransformation(lambda p: (), lambda u, s, p=None: (-u, s))
+        >>> tx = gradtx.with_extra_args_support(plain)
+        >>> tx.update(jnp.ones(1), (), value=jnp.asarray(1.0))[0].tolist()
+        [-1.0]
+    """
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+    if isinstance(tx, _FromFunctions):
+        update_fn = tx.update_fn
+
+        def update(updates, state, params=None, **extra_args):
+            return update_fn(updates, state, params)
+
+        return GradientTransformationExtraArgs(tx.init_fn, update)
+    foreign = _Foreign(tx)  # another library's pair: passes extra arguments only if it can
+    return GradientTransformationExtraArgs(foreign.init, foreign.update)
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    """The ``init`` of a transform that keeps no state: returns ``EmptyState()``.
+
+    Example:
+        >>> import gradtx
+        >>> gradtx.init_empty_state({"w": 1.0})
+        EmptyState()
+    """
+    del params
+    return EmptyState()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -865,6 +980,38 @@ class stateless(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         return self.f(updates, params), state
+
+
+@transform
+class stateless_with_tree_map(GradientTransformation):
+    """A stateless transform from a per-leaf function ``f(g, p) -> u``, mapped over the tree
+    (``p`` is ``None`` when the caller passes no parameters).
+
+    Args:
+        f: the per-leaf function.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.stateless_with_tree_map(lambda g, p: g * p)
+        >>> tx.update({"w": jnp.ones(2)}, tx.init(None), {"w": jnp.arange(2.0)})[0]["w"].tolist()
+        [0.0, 1.0]
+    """
+
+    f: Callable[[jax.Array, jax.Array | None], jax.Array] = static_field()
+
+    def _check(self):
+        if not callable(self.f):
+            raise TypeError(f"stateless_with_tree_map: f must be callable, got {self.f!r}")
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        f = self.f
+        if params is None:
+            return tree_lib.tree_map_none(lambda g: f(g, None), updates), state
+        tree_lib.check_structure(updates, params, "stateless_with_tree_map", "updates", "params")
+        return tree_lib.tree_map_none(f, updates, params), state
 
 
 def as_optax(tx: GradientTransformation) -> Any:
