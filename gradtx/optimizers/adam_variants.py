@@ -38,6 +38,7 @@ __all__ = [
     "novograd",
     "lion",
     "optimistic_adam",
+    "optimistic_adam_v2",
     "sm3",
     "adafactor",
 ]
@@ -235,6 +236,54 @@ def optimistic_adam(
         )
     return chain(
         adam, scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism), scale(-1.0)
+    )
+
+
+def optimistic_adam_v2(
+    learning_rate: ScalarOrSchedule,
+    *,
+    alpha: Any = 1.0,
+    beta: Any = 1.0,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    nesterov: bool = True,
+) -> chain:
+    """Optimistic Adam with the optimism separate from the learning rate (optax's
+    ``optimistic_adam_v2``): :class:`scale_by_adam`, then :class:`scale_by_optimistic_gradient`
+    with ``(α, β)``, then ``−η``:
+
+    .. math::
+        θ_t = θ_{t−1} − η \\left[(α + β)\\, r_t − β\\, r_{t−1}\\right],\\qquad
+        r_t = \\frac{\\hat m_t}{\\sqrt{\\hat v_t + ε_{\\text{root}}} + ε}
+
+    (``r_0 = r_1`` at the first step, so it is ``−η α r_1``). Unlike :func:`optimistic_adam`,
+    whose optimism coefficients are tied to the learning rate as in the paper (``β = α = η``),
+    here ``η`` scales the whole step and ``α, β`` are unitless; ``α = β = 1`` is the paper's
+    ``2 r_t − r_{t−1}``. The Adam step is Nadam's (``nesterov=True``) by default, as in optax.
+
+    Args:
+        learning_rate: ``η`` (a float or a schedule of the step count).
+        alpha: ``α``, the weight of the current step.
+        beta: ``β``, the weight of the correction ``r_t − r_{t−1}``.
+        b1, b2, eps, eps_root, mu_dtype, nesterov: as for :class:`scale_by_adam`.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> opt = gradtx.optimistic_adam_v2(0.1, alpha=1.0, beta=1.0, nesterov=False)
+        >>> u, s = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)))
+        >>> [round(float(x), 4) for x in u]  # −η α m̂/(√v̂ + ε) = −0.1 · 1
+        [-0.1]
+
+    Reference: Daskalakis, Ilyas, Syrgkanis & Zeng, "Training GANs with Optimism", ICLR 2018;
+    Mokhtari, Ozdaglar & Pattathil, AISTATS 2020 (the generalised ``(α, β)`` step).
+    """
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_optimistic_gradient(alpha=alpha, beta=beta),
+        scale_by_learning_rate(learning_rate),
     )
 
 

@@ -23,7 +23,9 @@ from gradtx.core import (
     transform,
 )
 
-__all__ = ["add_decayed_weights"]
+__all__ = ["add_decayed_weights", "AddDecayedWeightsState"]
+
+AddDecayedWeightsState = EmptyState  # optax's name for the state of ``add_decayed_weights``
 
 
 @transform

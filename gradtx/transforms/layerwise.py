@@ -36,7 +36,10 @@ __all__ = [
     "scale_by_param_block_norm",
     "scale_by_param_block_rms",
     "normalize_by_update_norm",
+    "ScaleByTrustRatioState",
 ]
+
+ScaleByTrustRatioState = EmptyState  # optax's name for the state of ``scale_by_trust_ratio``
 
 
 def _block_norm(x: jax.Array, dtype: Any) -> jax.Array:

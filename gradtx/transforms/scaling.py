@@ -1,4 +1,5 @@
-"""Scaling by a constant, a learning rate, or a schedule of the step count."""
+"""Scaling by a constant, a learning rate, or a schedule of the step count; and scaling a
+gradient in the backward pass only (:func:`scale_gradient`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ from gradtx.core import (
     GradientTransformation,
     ScalarOrSchedule,
     check_range,
+    concrete_float,
     hyper,
     static_field,
     transform,
 )
 
-__all__ = ["scale", "scale_by_learning_rate", "scale_by_schedule", "ScaleByScheduleState"]
+__all__ = [
+    "scale",
+    "scale_by_learning_rate",
+    "scale_by_schedule",
+    "ScaleByScheduleState",
+    "ScaleState",
+    "scale_gradient",
+]
+
+ScaleState = EmptyState  # optax's name for the state of ``scale``
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -134,3 +145,55 @@ class scale_by_learning_rate(GradientTransformation):
         if count is not None:
             state = CountState(count=tree_lib.safe_increment(count))
         return _scale_tree(updates, factor), state
+
+
+@jax.custom_vjp
+def _scaled_backward(inputs: Any, scale: Any) -> Any:
+    return inputs
+
+
+def _scaled_backward_fwd(inputs: Any, scale: Any) -> tuple[Any, Any]:
+    return inputs, scale
+
+
+def _scaled_backward_bwd(scale: Any, cotangent: Any) -> tuple[Any, None]:
+    def f(c):
+        if c.dtype == jax.dtypes.float0:  # the zero cotangent of an integer input
+            return c
+        return (c * scale).astype(c.dtype)
+
+    return jax.tree_util.tree_map(f, cotangent), None
+
+
+_scaled_backward.defvjp(_scaled_backward_fwd, _scaled_backward_bwd)
+
+
+def scale_gradient(inputs: Any, scale: Any) -> Any:
+    """The identity in the forward pass, whose gradient is multiplied by ``s`` in the backward
+    pass: ``y = x`` and ``∂L/∂x = s · ∂L/∂y``.
+
+    Placed between two parts of a model it rescales the gradient reaching the first part
+    (``s = 0`` stops it, a negative ``s`` reverses it, as in a gradient reversal layer). A
+    concrete ``s = 1`` returns ``inputs`` unchanged and a concrete ``s = 0`` is
+    ``jax.lax.stop_gradient``; any other or traced ``s`` goes through a ``jax.custom_vjp``.
+
+    Args:
+        inputs: a pytree of arrays.
+        scale: the factor ``s`` applied to the gradient (a scalar; may be traced).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, gradtx
+        >>> f = lambda x: jnp.sum(gradtx.scale_gradient(x, 0.5) ** 2)
+        >>> float(f(jnp.array(3.0))), float(jax.grad(f)(jnp.array(3.0)))  # 9 and 0.5 · 6
+        (9.0, 3.0)
+
+    Reference: Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation",
+    ICML 2015 (the gradient reversal layer, ``s < 0``).
+    """
+    check_range("scale_gradient", "scale", scale)
+    s = concrete_float(scale)
+    if s == 1.0:
+        return inputs
+    if s == 0.0:
+        return jax.lax.stop_gradient(inputs)
+    return _scaled_backward(inputs, scale)
