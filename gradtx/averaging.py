@@ -231,6 +231,8 @@ class lookahead(GradientTransformation):
     ``φ ← θ``; otherwise ``φ ← φ'`` and ``θ`` stays. The output is the change of both, as
     a :class:`LookaheadParams`, for :func:`gradtx.apply_updates`.
 
+    ``init`` takes the :class:`LookaheadParams` (or, as in optax, the fast weights alone).
+
     Args:
         fast_optimizer: the inner optimizer (gradtx or optax).
         sync_period: ``k >= 1`` (an int leaf).
@@ -263,13 +265,13 @@ class lookahead(GradientTransformation):
         check_range("lookahead", "slow_step_size", self.slow_step_size, low=0.0, high=1.0)
 
     def init(self, params):
-        if not isinstance(params, LookaheadParams):
-            raise TypeError(
-                "lookahead: params must be gradtx.LookaheadParams (use "
-                f"LookaheadParams.init_synced(params)), got {type(params).__name__}"
-            )
+        # As in optax, params without a ``fast`` part are taken to be the fast weights alone
+        # (the placeholder params of ``tree_map_params`` included); ``update`` needs both.
+        fast = params.fast if isinstance(params, LookaheadParams) else getattr(params, "fast", None)
+        if fast is None:
+            fast = params
         return LookaheadState(
-            fast_state=self.fast_optimizer.init(params.fast),
+            fast_state=self.fast_optimizer.init(fast),
             steps_since_sync=jnp.zeros([], jnp.int32),
         )
 

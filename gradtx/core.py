@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -124,14 +125,32 @@ def transform(cls: type) -> type:
     """Class decorator: a frozen dataclass registered as a pytree.
 
     Fields declared with :func:`static_field` go to the treedef; every other field is a child
-    (numbers become leaves). Validation written in ``_check`` runs at construction on concrete
-    values only, so unflattening with tracers inside ``jit``/``vmap``/``grad`` is never refused.
+    (numbers become leaves). Validation written in ``_check`` runs when the user builds the
+    transform, on concrete values only. Unflattening (the transform coming out of ``jit``,
+    ``vmap``, ``lax.scan`` or ``jax.tree.map`` with new values) refuses no value, exactly as
+    inside a trace, where the values are tracers: the same code behaves the same eagerly and
+    jitted.
     """
     cls = dataclasses.dataclass(frozen=True, repr=False)(cls)
     fields = dataclasses.fields(cls)
-    data = [f.name for f in fields if not f.metadata.get("static")]
-    meta = [f.name for f in fields if f.metadata.get("static")]
-    jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+    data = tuple(f.name for f in fields if not f.metadata.get("static"))
+    meta = tuple(f.name for f in fields if f.metadata.get("static"))
+    keys = tuple(jax.tree_util.GetAttrKey(n) for n in data)
+
+    def flatten(obj: Any) -> tuple[list, tuple]:
+        return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
+
+    def flatten_with_keys(obj: Any) -> tuple[list, tuple]:
+        children = [(k, getattr(obj, n)) for k, n in zip(keys, data, strict=True)]
+        return children, tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux: tuple, children: Any) -> Any:
+        kwargs = dict(zip(data, children, strict=True))
+        kwargs.update(zip(meta, aux, strict=True))
+        with _unchecked_values():
+            return cls(**kwargs)
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
     return cls
 
 
@@ -139,8 +158,42 @@ def transform(cls: type) -> type:
 # Validation helpers (used by every transform's ``_check``).
 
 
+class _ValidationState(threading.local):
+    unchecked: int = 0
+
+
+_VALIDATION = _ValidationState()
+
+
+class _unchecked_values:
+    """Inside this block hyperparameter values count as unknown, as under ``jit``.
+
+    A transform rebuilt during training from values that arrive at run time (a schedule's value,
+    a hyperparameter injected through the optimizer state) is built inside this block: its
+    ``_check`` runs (dtypes and masks are still normalised) but no value is refused, because
+    the same code under ``jit`` sees tracers there and cannot refuse them either. So an eager
+    run and a jitted run of the same training loop compute the same numbers, and never does one
+    raise where the other does not. Values the user writes are checked where the user builds
+    the transform.
+    """
+
+    def __enter__(self) -> _unchecked_values:
+        _VALIDATION.unchecked += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _VALIDATION.unchecked -= 1
+
+
 def concrete_float(value: Any) -> float | None:
-    """The value as a Python float when it is a concrete real scalar, else ``None``."""
+    """The value as a Python float when it is a concrete real scalar, else ``None``.
+
+    ``None`` too while a transform is rebuilt from values that arrive during training (a
+    schedule's value, an injected hyperparameter): there, as under ``jit``, values are not
+    known in advance and validation that relies on this helper is skipped.
+    """
+    if _VALIDATION.unchecked:
+        return None
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):
@@ -169,7 +222,8 @@ def check_range(
 ) -> None:
     """Raise ``ValueError`` naming ``owner``, ``name`` and ``value`` when a concrete value (a
     number, or every element of a concrete array, e.g. a stacked sweep) is out of range or not
-    finite, and ``TypeError`` for text. Traced values and callables (schedules) are not checked.
+    finite, and ``TypeError`` for text. Traced values and callables (schedules) are not checked,
+    nor values that arrive during training (see :func:`concrete_float`).
     """
     if isinstance(value, str | bytes):
         raise TypeError(f"{owner}: {name} must be a number, array or schedule, got {value!r}")
@@ -200,8 +254,9 @@ def check_range(
 
 
 def _concrete_array(value: Any) -> np.ndarray | None:
-    """A concrete real NumPy/JAX array (not a tracer) as float64 NumPy, else ``None``."""
-    if isinstance(value, jax.core.Tracer):
+    """A concrete real NumPy/JAX array (not a tracer) as float64 NumPy, else ``None`` (also
+    ``None`` while values are unchecked, see :func:`concrete_float`)."""
+    if _VALIDATION.unchecked or isinstance(value, jax.core.Tracer):
         return None
     if isinstance(value, np.ndarray | jax.Array):
         if not jnp.issubdtype(value.dtype, jnp.number):
@@ -585,22 +640,51 @@ class FrozenTree:
         return repr(self.tree)
 
 
+def _is_mask_fn(mask: Any) -> bool:
+    """Whether a mask (or labels) argument is a function of the params rather than a tree.
+
+    As optax decides it: a tree whose leaves are all callable is a function. So a tree of bools
+    that is also callable, such as an Equinox module with a ``__call__`` mapped to bools, is a
+    tree. A callable with no leaves at all (a static helper such as :class:`gradtx.select`) is
+    a function.
+    """
+    leaves = jax.tree_util.tree_leaves(mask)
+    if leaves:
+        return all(callable(x) for x in leaves)
+    return callable(mask) and not isinstance(mask, FrozenTree)
+
+
 def freeze_mask(mask: Any) -> Any:
-    """A ``mask`` argument (``None``, a function of params, or a pytree of bools) made static."""
+    """A ``mask`` argument (``None``, a function of params, or a pytree of bools) made static.
+
+    The mask is a function when every leaf of it is callable (optax's rule): a pytree of bools
+    that is also callable (an Equinox module with ``__call__``) is a tree.
+    """
     if mask is None or isinstance(mask, FrozenTree | _StaticFn):
         return mask
-    if callable(mask):
-        return _StaticFn(mask)
+    if _is_mask_fn(mask):
+        return mask if _is_static_callable(mask) else _StaticFn(mask)
     return FrozenTree(mask)
+
+
+def _is_static_callable(fn: Any) -> bool:
+    """A callable that is already a hashable pytree with no leaves (``select``): kept as is."""
+    if jax.tree_util.tree_leaves(fn):
+        return False
+    try:
+        hash(fn)
+    except TypeError:
+        return False
+    return True
 
 
 def resolve_mask(mask: Any, params: Any) -> Any:
     """The pytree of bools a frozen mask stands for, given the params (or ``None``)."""
     if mask is None:
         return None
-    if isinstance(mask, _StaticFn):
-        return mask(params)
-    return mask.tree
+    if isinstance(mask, FrozenTree):
+        return mask.tree
+    return mask(params)
 
 
 def broadcast_mask(mask: Any, params: Any, owner: str, what: str = "mask") -> Any:

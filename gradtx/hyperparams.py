@@ -9,7 +9,13 @@ need to restructure it to log or change them:
   is unchanged, so the state stays valid and a jitted step that takes the optimizer as an
   argument compiles nothing new;
 - :func:`inject_hyperparams` (optax's wrapper, same behaviour) keeps hyperparameters in the
-  *state*, where they can be edited like any other state entry.
+  *state*, where they can be edited like any other state entry; its scheduled arguments may be
+  plain schedules or :class:`StatefulSchedule` objects with a state of their own.
+
+Values the user writes are checked where the user builds the optimizer. Values that arrive
+during training (a schedule's value, a hyperparameter edited in the state) are never refused
+when the inner optimizer is rebuilt with them, eagerly or under ``jit`` alike: an eager loop
+and a jitted one compute the same numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import dataclasses
 import functools
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,7 @@ from gradtx.core import (
     _Foreign,
     _is_plain_function,
     _StaticFn,
+    _unchecked_values,
     chain,
     named_chain,
     static_field,
@@ -42,8 +50,13 @@ __all__ = [
     "hyperparams",
     "replace",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "InjectedHyperparams",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "WrappedScheduleState",
 ]
 
 
@@ -123,13 +136,20 @@ def _walk(tx: Any, state: Any, route: tuple, labels: tuple, out: list[_Entry]) -
             if isinstance(inner, Mapping):
                 for k, t in v.items():
                     r = (*route, ("field", f.name), ("key", k))
-                    _walk(t, inner[k], r, (*labels, str(k)), out)
+                    _walk(t, _unwrap_masked(inner[k]), r, (*labels, str(k)), out)
         elif callable(v) or _is_numeric(v) or isinstance(v, jax.core.Tracer):
             out.append(_Entry(route, labels, owner, f.name, v, count))
     extra = getattr(tx, "_state_hyperparams", None)
     if extra is not None and not isinstance(state, _StateLike):
         for name, value in extra(state).items():
             out.append(_Entry(route, labels, owner, name, value, None, True))
+
+
+def _unwrap_masked(state: Any) -> Any:
+    """A partition member's state: optax's layout keeps it in a ``MaskedState`` per label."""
+    from gradtx.partition import MaskedState
+
+    return state.inner_state if isinstance(state, MaskedState) else state
 
 
 def _entries(opt: Any, state: Any) -> list[_Entry]:
@@ -277,8 +297,10 @@ def replace(opt: Any, **new_values: Any) -> Any:
     used by several transforms, qualify it (``**{"scale_by_adam/b1": 0.8}`` or
     ``**{"1/weight_decay": 0.0}``). A number replaced by a number (or a schedule by a schedule)
     keeps the tree structure and leaf types: the old state stays valid and a jitted step that
-    takes the optimizer as an argument compiles nothing new. Values are checked like at
-    construction.
+    takes the optimizer as an argument compiles nothing new. Python and NumPy numbers are
+    checked like at construction; a JAX array is not (a jitted caller would pass it as a
+    tracer, which cannot be checked), so a loop that sets a hyperparameter to a schedule's
+    value behaves the same eagerly and under ``jit``.
 
     Args:
         opt: the optimizer.
@@ -321,7 +343,11 @@ def replace(opt: Any, **new_values: Any) -> Any:
                 f"replace: {key!r} is {'a schedule' if callable(e.value) else 'a constant'} "
                 f"and cannot become {what} (the state would change); build a new optimizer"
             )
-        opt = _set(opt, e.route, e.name, _like(e.value, value))
+        if isinstance(value, jax.Array):
+            with _unchecked_values():
+                opt = _set(opt, e.route, e.name, _like(e.value, value))
+        else:
+            opt = _set(opt, e.route, e.name, _like(e.value, value))
     return opt
 
 
@@ -360,11 +386,111 @@ class _StateLike:
 
 
 class InjectHyperparamsState(NamedTuple):
-    """Step count, the hyperparameters as arrays (edit them to change them), the inner state."""
+    """The state optax's ``inject_hyperparams`` used before it kept schedule states: step
+    count, hyperparameters, inner state. Kept for code that names it; :func:`inject_hyperparams`
+    now builds an :class:`InjectStatefulHyperparamsState`, as optax does."""
 
     count: jax.Array
     hyperparams: dict
     inner_state: Any
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """State of :func:`inject_hyperparams`: step count, the hyperparameters as arrays (edit them
+    to change them), the state of each scheduled hyperparameter's schedule, the inner state."""
+
+    count: jax.Array
+    hyperparams: dict
+    hyperparams_states: dict
+    inner_state: Any
+
+
+@runtime_checkable
+class StatefulSchedule(Protocol):
+    """A schedule with a state of its own, for :func:`inject_hyperparams`.
+
+    ``init() -> state`` builds the state, ``__call__(state, **extra_args) -> value`` gives the
+    value for the coming update, and ``update(state, **extra_args) -> state`` advances the
+    state after it. ``extra_args`` are the extra keyword arguments of the optimizer's
+    ``update`` (``value=loss``, ...), so a schedule may react to the loss. A plain schedule (a
+    function of the step count) is wrapped in :class:`WrappedSchedule`, whose state is the
+    count.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> class Halving:  # halve the learning rate whenever the loss went up
+        ...     def init(self):
+        ...         return {"lr": jnp.asarray(1.0), "last": jnp.asarray(jnp.inf)}
+        ...     def __call__(self, state, **extra_args):
+        ...         return state["lr"]
+        ...     def update(self, state, *, value, **extra_args):
+        ...         lr = jnp.where(value > state["last"], state["lr"] / 2, state["lr"])
+        ...         return {"lr": lr, "last": value}
+        >>> isinstance(Halving(), gradtx.StatefulSchedule)
+        True
+        >>> opt = gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=Halving())
+        >>> state = opt.init(jnp.zeros(1))
+        >>> for loss in [3.0, 4.0, 2.0]:
+        ...     u, state = opt.update(jnp.ones(1), state, value=jnp.asarray(loss))
+        >>> float(u[0]), float(state.hyperparams_states["learning_rate"]["lr"])
+        (-0.5, 0.5)
+    """
+
+    def init(self) -> Any:
+        """The schedule's initial state."""
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        """The state after an update."""
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any:
+        """The value for the coming update."""
+
+
+class WrappedScheduleState(NamedTuple):
+    """State of a :class:`WrappedSchedule`: the number of updates so far."""
+
+    count: jax.Array
+
+
+@transform
+class WrappedSchedule:
+    """A plain schedule ``s(count)`` as a :class:`StatefulSchedule` whose state is the count.
+
+    ``WrappedSchedule(s)(state) = s(state.count)``; ``update`` adds one to the count
+    (saturating, never wrapping). :func:`inject_hyperparams` wraps every plain schedule it is
+    given in one; a gradtx schedule keeps its numbers as pytree leaves.
+
+    Args:
+        schedule_fn: a function of the step count.
+
+    Example:
+        >>> import gradtx
+        >>> s = gradtx.WrappedSchedule(gradtx.linear_schedule(1.0, 0.0, 4))
+        >>> state = s.update(s.update(s.init()))
+        >>> int(state.count), float(s(state))
+        (2, 0.5)
+    """
+
+    schedule_fn: Any
+
+    def __post_init__(self) -> None:
+        fn = self.schedule_fn
+        if not callable(fn):
+            raise TypeError(f"WrappedSchedule: schedule_fn must be callable, got {fn!r}")
+        if not isinstance(fn, _StaticFn) and _is_plain_function(fn):
+            object.__setattr__(self, "schedule_fn", _StaticFn(fn))
+
+    def init(self) -> WrappedScheduleState:
+        return WrappedScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(self, state: WrappedScheduleState, **extra_args: Any) -> WrappedScheduleState:
+        return WrappedScheduleState(count=tree_lib.safe_increment(state.count))
+
+    def __call__(self, state: WrappedScheduleState, **extra_args: Any) -> Any:
+        return self.schedule_fn(state.count)
+
+    def __repr__(self) -> str:
+        return f"WrappedSchedule({self.schedule_fn!r})"
 
 
 @jax.tree_util.register_static
@@ -413,6 +539,41 @@ def _params_dtype(params: Any) -> Any:
     return functools.reduce(jnp.promote_types, dts)
 
 
+@jax.tree_util.register_static
+class _StaticSchedule:
+    """A stateful schedule that is not a pytree (a plain object), held in the treedef."""
+
+    def __init__(self, schedule: Any):
+        self.schedule = schedule
+
+    def init(self) -> Any:
+        return self.schedule.init()
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        return self.schedule.update(state, **extra_args)
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any:
+        return self.schedule(state, **extra_args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _StaticSchedule) and other.schedule is self.schedule
+
+    def __hash__(self) -> int:
+        return id(self.schedule)
+
+    def __repr__(self) -> str:
+        return repr(self.schedule)
+
+
+def _as_stateful(s: Any) -> Any:
+    """A scheduled argument as a :class:`StatefulSchedule` (plain schedules are wrapped)."""
+    if isinstance(s, WrappedSchedule | _StaticSchedule):
+        return s
+    if isinstance(s, StatefulSchedule):
+        return _StaticSchedule(s) if _is_plain_function(s) else s
+    return WrappedSchedule(s)
+
+
 @transform
 class InjectedHyperparams(GradientTransformation):
     """The transform made by :func:`inject_hyperparams`: builds ``factory(**hyperparams)`` at
@@ -421,7 +582,8 @@ class InjectedHyperparams(GradientTransformation):
     Args:
         factory: the inner optimizer's constructor (static).
         numeric: the numeric hyperparameters' initial values (leaves).
-        schedules: the scheduled hyperparameters (evaluated at the step count).
+        schedules: the scheduled hyperparameters, as :class:`StatefulSchedule` objects (plain
+            schedules are wrapped in :class:`WrappedSchedule`).
         static_args: the other arguments (held in the treedef).
         hyperparam_dtype: dtype of float hyperparameters (default: the params' widest float).
 
@@ -441,10 +603,7 @@ class InjectedHyperparams(GradientTransformation):
     def _check(self):
         if not isinstance(self.static_args, _StaticArgs):
             object.__setattr__(self, "static_args", _StaticArgs(self.static_args or {}))
-        scheds = {}
-        for k, s in dict(self.schedules).items():
-            plain = callable(s) and not isinstance(s, _StaticFn) and _is_plain_function(s)
-            scheds[k] = _StaticFn(s) if plain else s
+        scheds = {k: _as_stateful(s) for k, s in dict(self.schedules).items()}
         object.__setattr__(self, "schedules", scheds)
         object.__setattr__(self, "numeric", dict(self.numeric))
 
@@ -452,28 +611,41 @@ class InjectedHyperparams(GradientTransformation):
         return self.hyperparam_dtype or _params_dtype(params)
 
     def _inner(self, hparams: dict) -> Any:
-        return _as_member(self.factory(**self.static_args.items, **hparams))
+        # The values come from the state or a schedule: never refused here, as under jit.
+        with _unchecked_values():
+            return _as_member(self.factory(**self.static_args.items, **hparams))
 
     def init(self, params):
         dtype = self._dtype(params)
         count = jnp.zeros([], jnp.int32)
         hp = {k: jnp.asarray(_convert_float(v, dtype)) for k, v in self.numeric.items()}
+        hs = {k: f.init() for k, f in self.schedules.items()}
         hp.update(
-            {k: jnp.asarray(_convert_float(s(count), dtype)) for k, s in self.schedules.items()}
+            {k: jnp.asarray(_convert_float(f(hs[k]), dtype)) for k, f in self.schedules.items()}
         )
-        return InjectHyperparamsState(
-            count=count, hyperparams=hp, inner_state=self._inner(hp).init(params)
+        return InjectStatefulHyperparamsState(
+            count=count,
+            hyperparams=hp,
+            hyperparams_states=hs,
+            inner_state=self._inner(hp).init(params),
         )
 
     def update(self, updates, state, params=None, **extra_args):
         dtype = self._dtype(params if params is not None else updates)
+        hs = state.hyperparams_states
         hp = {k: _convert_float(v, dtype) for k, v in state.hyperparams.items()}
-        hp.update({k: _convert_float(s(state.count), dtype) for k, s in self.schedules.items()})
+        hp.update(
+            {k: _convert_float(f(hs[k], **extra_args), dtype) for k, f in self.schedules.items()}
+        )
+        new_hs = {k: f.update(hs[k], **extra_args) for k, f in self.schedules.items()}
         updates, inner_state = self._inner(hp).update(
             updates, state.inner_state, params, **extra_args
         )
-        return updates, InjectHyperparamsState(
-            count=tree_lib.safe_increment(state.count), hyperparams=hp, inner_state=inner_state
+        return updates, InjectStatefulHyperparamsState(
+            count=tree_lib.safe_increment(state.count),
+            hyperparams=hp,
+            hyperparams_states=new_hs,
+            inner_state=inner_state,
         )
 
     @property
@@ -482,15 +654,61 @@ class InjectedHyperparams(GradientTransformation):
 
     def _hyperparam_entries(self, state: Any) -> Iterable[tuple]:
         hp = getattr(state, "hyperparams", None)
+        hs = getattr(state, "hyperparams_states", None)
         for k in self.numeric:
             yield k, self.numeric[k] if hp is None else hp[k], None, True
-        for k in self.schedules:
-            yield k, self.schedules[k], getattr(state, "count", None), True
+        for k, f in self.schedules.items():
+            if isinstance(f, WrappedSchedule):  # the value the next update will use
+                yield k, f.schedule_fn, None if hs is None else hs[k].count, True
+            else:  # a stateful schedule may need extra arguments: the last value used
+                yield k, f if hp is None else hp[k], None, True
 
     def __repr__(self) -> str:
         name = getattr(self.factory, "__name__", repr(self.factory))
-        args = {**self.numeric, **self.schedules, **self.static_args.items}
+        scheds = {
+            k: f.schedule_fn if isinstance(f, WrappedSchedule) else f
+            for k, f in self.schedules.items()
+        }
+        args = {**self.numeric, **scheds, **self.static_args.items}
         return f"inject_hyperparams({name})({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
+def _is_validation_error(e: Exception) -> bool:
+    """An error raised on purpose for a bad argument (not JAX refusing a traced value)."""
+    if isinstance(e, jax.errors.ConcretizationTypeError | jax.errors.JAXTypeError):
+        return False
+    return isinstance(e, ValueError | TypeError)
+
+
+def _value_shape(schedule: Any) -> Any:
+    """The shape and dtype of a schedule's values (a float scalar when it cannot be told)."""
+    try:
+        if isinstance(schedule, StatefulSchedule) and not isinstance(schedule, WrappedSchedule):
+            out = jax.eval_shape(lambda: schedule(schedule.init()))
+        else:
+            out = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+        if isinstance(out, jax.ShapeDtypeStruct):
+            return out
+    except Exception:  # noqa: BLE001  (a schedule that needs extra arguments, say)
+        pass
+    return jax.ShapeDtypeStruct((), jnp.result_type(float))
+
+
+def _check_written_values(factory: Callable[..., Any], other: dict, numeric: dict, scheds: dict):
+    """Build the inner transform once, with the values the user wrote, so bad ones are refused
+    here, where the user wrote them. Scheduled values are unknown until training (they are
+    traced here), so only the written ones are checked."""
+
+    def build(sched_values: dict) -> jax.Array:
+        factory(**other, **numeric, **sched_values)
+        return jnp.zeros([])
+
+    placeholders = {k: _value_shape(s) for k, s in scheds.items()}
+    try:
+        jax.eval_shape(build, placeholders)
+    except Exception as e:  # noqa: BLE001  (only the factory's own argument checks matter)
+        if _is_validation_error(e):
+            raise
 
 
 def inject_hyperparams(
@@ -501,13 +719,22 @@ def inject_hyperparams(
     """Wrap an optimizer constructor so its hyperparameters live in the optimizer *state*.
 
     ``inject_hyperparams(gradtx.adam)(learning_rate=..., b1=...)`` returns a transform whose
-    state is an :class:`InjectHyperparamsState`: ``state.hyperparams`` holds every numeric
-    argument as an array (change it there, e.g. ``state.hyperparams["learning_rate"] = 1e-4``,
-    and the next update uses it), and scheduled arguments are evaluated at ``state.count``
-    on every update (editing them in the state has no effect; after an update the state holds
-    the values that update used). Booleans, strings, ``None``, other non-numeric values and the
-    callables named in ``static_args`` are passed through unchanged. Same behaviour as optax's
-    ``inject_hyperparams``, and it accepts optax constructors as well as gradtx ones.
+    state is an :class:`InjectStatefulHyperparamsState`: ``state.hyperparams`` holds every
+    numeric argument as an array (change it there, e.g.
+    ``state.hyperparams["learning_rate"] = 1e-4``, and the next update uses it), and scheduled
+    arguments are evaluated on every update (editing them in the state has no effect; after an
+    update the state holds the values that update used). A scheduled argument is a function of
+    the step count (kept as a :class:`WrappedSchedule`, whose state is the count) or a
+    :class:`StatefulSchedule` (its state is kept in ``state.hyperparams_states``, and it sees
+    ``update``'s extra keyword arguments). Booleans, strings, ``None``, other non-numeric
+    values and the callables named in ``static_args`` are passed through unchanged. Same
+    behaviour and state as optax's ``inject_hyperparams``, and it accepts optax constructors as
+    well as gradtx ones.
+
+    The values you write are checked here (``inject_hyperparams(gradtx.adam)(b1=1.5)`` raises);
+    the values that arrive during training (from a schedule, or edited in the state) are not,
+    eagerly or under ``jit`` alike, so an eager loop and a jitted one give the same numbers
+    (``max_norm`` scheduled down to 0 clips every update to zero, as in optax).
 
     With gradtx optimizers this wrapper is optional: their hyperparameters are already leaves,
     readable with :func:`hyperparams` and changeable with :func:`replace`.
@@ -557,8 +784,38 @@ def inject_hyperparams(
                 numeric[name] = value
             else:
                 other[name] = value
+        _check_written_values(inner_factory, other, numeric, scheds)
         return InjectedHyperparams(
             inner_factory, numeric, scheds, _StaticArgs(other), hyperparam_dtype
         )
 
     return wrapped
+
+
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., Any],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., InjectedHyperparams]:
+    """Deprecated name of :func:`inject_hyperparams` (which takes :class:`StatefulSchedule`
+    arguments too); warns with ``DeprecationWarning``, as optax's does.
+
+    Args:
+        inner_factory: a function returning a transform.
+        static_args: names of callable arguments that are not schedules.
+        hyperparam_dtype: dtype of float hyperparameters (default: the params' widest float).
+
+    Example:
+        >>> import warnings, jax.numpy as jnp, gradtx
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     opt = gradtx.inject_stateful_hyperparams(gradtx.sgd)(learning_rate=0.1)
+        >>> type(opt.init(jnp.zeros(1))).__name__
+        'InjectStatefulHyperparamsState'
+    """
+    warnings.warn(
+        "inject_stateful_hyperparams is deprecated, use inject_hyperparams instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return inject_hyperparams(inner_factory, static_args, hyperparam_dtype)

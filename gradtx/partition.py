@@ -24,6 +24,7 @@ from gradtx.core import (
     FrozenTree,
     GradientTransformation,
     _as_member,
+    _is_mask_fn,
     _StaticFn,
     broadcast_mask,
     chain,
@@ -35,18 +36,26 @@ from gradtx.core import (
 from gradtx.transforms.scaling import scale
 
 __all__ = [
+    "MaskOrFn",
     "MaskedNode",
     "MaskedState",
     "PartitionState",
+    "MultiTransformState",
     "masked",
     "partition",
     "multi_transform",
     "freeze",
+    "selective_transform",
     "select",
     "group",
     "ParamGroup",
     "param_groups",
 ]
+
+
+# A mask: a pytree of bools shaped like (a prefix of) the params, or a function of the params
+# returning one.
+MaskOrFn = Any | Callable[[Any], Any]
 
 
 class MaskedNode(NamedTuple):
@@ -60,19 +69,35 @@ class MaskedState(NamedTuple):
 
 
 class PartitionState(NamedTuple):
-    """The state of each labelled transform, keyed by label."""
+    """The state of each labelled transform, keyed by label (each a :class:`MaskedState`)."""
 
     inner_states: Any
 
 
+MultiTransformState = PartitionState
+"""optax's older name of :class:`PartitionState`."""
+
+
 def _hide(tree: Any, keep: Any) -> Any:
-    """``tree`` with every leaf whose ``keep`` entry is False replaced by :class:`MaskedNode`."""
+    """``tree`` with every part whose ``keep`` entry (a prefix of ``tree``) is False replaced by
+    one :class:`MaskedNode` (a whole masked-out subtree becomes one node, as in optax)."""
     return jax.tree_util.tree_map(lambda m, x: x if m else MaskedNode(), keep, tree)
 
 
 def _merge(keep: Any, new: Any, old: Any) -> Any:
-    """Leaves of ``new`` where ``keep`` is True, of ``old`` elsewhere."""
+    """The parts of ``new`` where ``keep`` (a prefix) is True, of ``old`` elsewhere."""
     return jax.tree_util.tree_map(lambda m, n, o: n if m else o, keep, new, old)
+
+
+def _hide_extra_args(extra_args: dict, like: Any, keep: Any, enabled: bool) -> dict:
+    """With ``enabled``, extra arguments with the structure of ``like`` are masked as well."""
+    if not enabled or not extra_args:
+        return extra_args
+    structure = jax.tree_util.tree_structure(like)
+    return {
+        k: _hide(v, keep) if jax.tree_util.tree_structure(v) == structure else v
+        for k, v in extra_args.items()
+    }
 
 
 def _static_bool(value: Any, owner: str, what: str) -> bool:
@@ -86,16 +111,28 @@ def _static_bool(value: Any, owner: str, what: str) -> bool:
 
 
 def _freeze(spec: Any) -> Any:
-    """A mask or label tree made static; ``select`` and the group labeller compare by value."""
+    """A mask or label tree made static; ``select`` and the group labeller compare by value.
+
+    A spec is a function of the params when every leaf of it is callable (optax's rule), so a
+    tree of bools that is also callable (an Equinox module with ``__call__``) is a tree.
+    """
     if isinstance(spec, select | _GroupLabels | FrozenTree | _StaticFn):
         return spec
-    return _StaticFn(spec) if callable(spec) else FrozenTree(spec)
+    return _StaticFn(spec) if _is_mask_fn(spec) else FrozenTree(spec)
 
 
 def _resolve(spec: Any, tree: Any, owner: str, what: str = "mask") -> Any:
-    """The frozen mask or labels (``what`` names which, in errors) broadcast to every leaf."""
+    """The frozen mask or labels (``what`` names which, in errors) for ``tree``: a prefix of
+    its structure, checked to be one."""
     value = spec.tree if isinstance(spec, FrozenTree) else spec(tree)
-    return broadcast_mask(value, tree, owner, what)
+    broadcast_mask(value, tree, owner, what)  # raises, naming both structures, if it is not
+    return value
+
+
+def _is_placeholder(params: Any) -> bool:
+    """Params with no leaves at all, such as the placeholder optax's ``tree_map_params`` passes
+    to ``init`` to find the parts of a state that mirror the params."""
+    return not jax.tree_util.tree_leaves(params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,12 +144,19 @@ class masked(GradientTransformation):
     """Apply ``inner`` to the parameters the mask selects; pass the other updates through.
 
     ``u_i ← inner(u)_i`` where ``mask_i``, else ``u_i`` unchanged. ``inner`` sees (and keeps
-    state for) the selected parameters only.
+    state for) the selected parameters only: every part of the tree the mask leaves out is one
+    :class:`MaskedNode` where the mask has its ``False`` (a mask ``{"a": True, "b": False}``
+    over ``{"a": ..., "b": {"x": ..., "y": ...}}`` shows ``inner`` ``{"a": ..., "b":
+    MaskedNode()}``), the state layout of optax's ``masked``.
 
     Args:
         inner: the transform (gradtx or optax) for the selected parameters.
         mask: a pytree of bools with the params' structure (or a prefix of it), or a function
-            of the params returning one (e.g. :class:`select`).
+            of the params returning one (e.g. :class:`select`). As in optax, the mask is a
+            function when every leaf of it is callable: a tree of bools that is also callable
+            (an Equinox module with ``__call__``) is used as a tree.
+        mask_compatible_extra_args: also mask the extra keyword arguments of ``update`` that
+            have the structure of the updates.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -121,10 +165,19 @@ class masked(GradientTransformation):
         >>> u, _ = tx.update(p, tx.init(p), p)
         >>> float(u["w"][0]), float(u["b"][0])
         (10.0, 1.0)
+        >>> gradtx.masked(gradtx.trace(0.9), {"w": False, "b": True}).init(p).inner_state.trace
+        {'b': Array([0.], dtype=float32), 'w': MaskedNode()}
     """
 
     inner: Any
     mask: Any = static_field()
+    mask_compatible_extra_args: bool = static_field(False)
+
+    def __init__(self, inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False):
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "mask_compatible_extra_args", mask_compatible_extra_args)
+        self.__post_init__()
 
     def _check(self):
         object.__setattr__(self, "inner", _as_member(self.inner))
@@ -137,13 +190,21 @@ class masked(GradientTransformation):
         return jax.tree_util.tree_map(lambda b: _static_bool(b, "masked", "the mask"), m)
 
     def init(self, params):
-        return MaskedState(inner_state=self.inner.init(_hide(params, self._keep(params))))
+        try:
+            keep = self._keep(params)
+        except Exception:
+            if not _is_placeholder(params):
+                raise
+            # Placeholder params: the inner state mirrors them as they are (as in optax).
+            return MaskedState(inner_state=self.inner.init(params))
+        return MaskedState(inner_state=self.inner.init(_hide(params, keep)))
 
     def update(self, updates, state, params=None, **extra_args):
         keep = self._keep(params if params is not None else updates)
         hidden_params = None if params is None else _hide(params, keep)
+        extra = _hide_extra_args(extra_args, updates, keep, self.mask_compatible_extra_args)
         new, inner_state = self.inner.update(
-            _hide(updates, keep), state.inner_state, hidden_params, **extra_args
+            _hide(updates, keep), state.inner_state, hidden_params, **extra
         )
         return _merge(keep, new, updates), MaskedState(inner_state=inner_state)
 
@@ -153,12 +214,15 @@ class partition(GradientTransformation):
     """Send each parameter to the transform named by its label.
 
     ``u_i ← transforms[label_i](u)_i``: every transform sees only the parameters with its
-    label, and its state is kept under that label.
+    label (the others are :class:`MaskedNode`, as in :class:`masked`), and its state is kept
+    under that label as a :class:`MaskedState`: optax's layout.
 
     Args:
         transforms: a dict ``{label: transform}`` (gradtx or optax transforms).
         param_labels: a pytree of labels with the params' structure (or a prefix of it), or a
-            function of the params returning one.
+            function of the params returning one (a function when every leaf is callable).
+        mask_compatible_extra_args: also mask the extra keyword arguments of ``update`` that
+            have the structure of the updates, for each transform.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -173,6 +237,15 @@ class partition(GradientTransformation):
 
     transforms: Any
     param_labels: Any = static_field()
+    mask_compatible_extra_args: bool = static_field(False)
+
+    def __init__(
+        self, transforms: Any, param_labels: Any, *, mask_compatible_extra_args: bool = False
+    ):
+        object.__setattr__(self, "transforms", transforms)
+        object.__setattr__(self, "param_labels", param_labels)
+        object.__setattr__(self, "mask_compatible_extra_args", mask_compatible_extra_args)
+        self.__post_init__()
 
     def _check(self):
         if not isinstance(self.transforms, Mapping):
@@ -197,11 +270,19 @@ class partition(GradientTransformation):
         return labels
 
     def init(self, params):
-        labels = self._labels(params)
+        try:
+            labels = self._labels(params)
+        except Exception:
+            if not _is_placeholder(params):
+                raise
+            # Placeholder params: each inner state mirrors them as they are (as in optax).
+            return PartitionState(
+                inner_states={k: MaskedState(tx.init(params)) for k, tx in self.transforms.items()}
+            )
         states = {}
         for label, tx in self.transforms.items():
             keep = jax.tree_util.tree_map(lambda x, lab=label: x == lab, labels)
-            states[label] = tx.init(_hide(params, keep))
+            states[label] = MaskedState(inner_state=tx.init(_hide(params, keep)))
         return PartitionState(inner_states=states)
 
     def update(self, updates, state, params=None, **extra_args):
@@ -211,9 +292,14 @@ class partition(GradientTransformation):
         for label, tx in self.transforms.items():
             keep = jax.tree_util.tree_map(lambda x, lab=label: x == lab, labels)
             hidden_params = None if params is None else _hide(params, keep)
-            new, states[label] = tx.update(
-                _hide(updates, keep), state.inner_states[label], hidden_params, **extra_args
+            extra = _hide_extra_args(extra_args, updates, keep, self.mask_compatible_extra_args)
+            new, inner = tx.update(
+                _hide(updates, keep),
+                state.inner_states[label].inner_state,
+                hidden_params,
+                **extra,
             )
+            states[label] = MaskedState(inner_state=inner)
             out = _merge(keep, new, out)
         return out, PartitionState(inner_states=states)
 
@@ -225,9 +311,12 @@ multi_transform = partition
 def freeze(mask: Any) -> masked:
     """Zero the updates of the parameters the mask selects (they do not train).
 
+    ``masked(set_to_zero(), mask)``, as in optax.
+
     Args:
-        mask: a pytree of bools (or a function of the params returning one, e.g.
-            :class:`select`) marking the frozen parameters.
+        mask: a bool (freeze everything or nothing), a pytree of bools (or a prefix of the
+            params' tree) marking the frozen parameters, or a function of the params returning
+            one (e.g. :class:`select`).
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -238,6 +327,36 @@ def freeze(mask: Any) -> masked:
         (0.0, -0.1)
     """
     return masked(set_to_zero(), mask)
+
+
+def selective_transform(optimizer: Any, *, freeze_mask: Any) -> partition:
+    """Optimize only the parameters that are not frozen: ``optimizer`` for those whose
+    ``freeze_mask`` entry is False, zero updates for the frozen ones.
+
+    Unlike ``chain(freeze(mask), optimizer)``, the optimizer keeps no state for the frozen
+    parameters and never sees them (weight decay does not move them either). The result is a
+    :class:`partition` with the labels ``"train"`` and ``"freeze"``, optax's layout.
+
+    Args:
+        optimizer: the optimizer for the trained parameters (gradtx or optax).
+        freeze_mask: a bool (freeze everything or nothing) or a pytree of bools (or a prefix of
+            the params' tree), True for the frozen parameters. It must not depend on values.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.selective_transform(gradtx.sgd(0.5), freeze_mask={"w": True, "b": False})
+        >>> p = {"w": jnp.ones(2), "b": jnp.ones(2)}
+        >>> u, state = tx.update(p, tx.init(p), p)
+        >>> u["w"].tolist(), u["b"].tolist()
+        ([0.0, 0.0], [-0.5, -0.5])
+        >>> sorted(state.inner_states)
+        ['freeze', 'train']
+    """
+    labels = jax.tree_util.tree_map(
+        lambda m: "freeze" if _static_bool(m, "selective_transform", "freeze_mask") else "train",
+        freeze_mask,
+    )
+    return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ replaces NaNs by zeros. ``skip_not_finite`` and ``skip_large_updates`` are predi
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ __all__ = [
     "ApplyIfFiniteState",
     "zero_nans",
     "ZeroNansState",
+    "ShouldSkipUpdateFunction",
     "skip_not_finite",
     "skip_large_updates",
     "all_finite",
@@ -190,6 +191,30 @@ class zero_nans(GradientTransformation):
             lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates
         )
         return out, ZeroNansState(found_nan=found)
+
+
+class ShouldSkipUpdateFunction(Protocol):
+    """The type of ``should_skip_update_fn`` in :class:`gradtx.MultiSteps`:
+    ``fn(updates, gradient_step, params) -> (should_skip, info)``.
+
+    ``should_skip`` is a scalar bool (skip this micro-step's gradient); ``info`` is a pytree of
+    arrays kept in the ``skip_state`` of the ``MultiSteps`` state (the same structure on every
+    call). :func:`skip_not_finite` and :func:`skip_large_updates` are two such functions.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> def skip_negative_sum(updates, gradient_step, params):
+        ...     total = sum(jnp.sum(u) for u in jax.tree_util.tree_leaves(updates))
+        ...     return total < 0, {"total": total}
+        >>> opt = gradtx.MultiSteps(gradtx.sgd(1.0), 2, should_skip_update_fn=skip_negative_sum)
+        >>> state = opt.init(jnp.zeros(1))
+        >>> _, state = opt.update(-jnp.ones(1), state)
+        >>> float(state.skip_state["total"])
+        -1.0
+    """
+
+    def __call__(self, updates: Any, gradient_step: Any, params: Any) -> tuple[Any, Any]:
+        """Whether to skip these updates, and what to record."""
 
 
 def skip_not_finite(

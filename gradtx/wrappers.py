@@ -1,12 +1,14 @@
 """Wrappers users expect from optax: conditional application, flattening, gradient
-centralization, non-negative parameters, and a monitor that logs norms in the state.
+centralization, non-negative parameters, and monitoring: ``snapshot`` and ``monitor`` record
+measurements of the updates in the state (optax's), ``monitor_norms`` records the gradient and
+update norms of a wrapped optimizer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +19,16 @@ from gradtx.core import (
     EmptyState,
     GradientTransformation,
     _as_member,
+    check_dtype,
+    check_range,
     identity,
     static_field,
     transform,
 )
+from gradtx.transforms.momentum import EmaState
 
 __all__ = [
+    "ConditionFn",
     "conditionally_transform",
     "ConditionallyTransformState",
     "conditionally_mask",
@@ -30,9 +36,37 @@ __all__ = [
     "flatten",
     "centralize",
     "keep_params_nonnegative",
+    "NonNegativeParamsState",
+    "snapshot",
+    "SnapshotState",
     "monitor",
     "MonitorState",
+    "measure_with_ema",
+    "monitor_norms",
+    "MonitorNormsState",
 ]
+
+
+class ConditionFn(Protocol):
+    """The type of ``should_transform_fn`` in :class:`conditionally_transform` and
+    :class:`conditionally_mask`: ``fn(step, **extra_args) -> bool``.
+
+    ``step`` is the int32 number of calls so far; the extra keyword arguments of ``update``
+    are passed only with ``forward_extra_args=True``.
+
+    Example:
+        >>> import gradtx
+        >>> def every_other(step, **extra_args):
+        ...     return step % 2 == 0
+        >>> tx = gradtx.conditionally_mask(gradtx.sgd(1.0), every_other)
+    """
+
+    def __call__(self, step: jax.Array, **extra_args: Any) -> Any:
+        """Whether the inner transform runs at this step."""
+
+
+NonNegativeParamsState = EmptyState
+"""State of :class:`keep_params_nonnegative` (optax's name): it keeps nothing."""
 
 
 def _cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
@@ -251,7 +285,240 @@ class keep_params_nonnegative(GradientTransformation):
         return out, state
 
 
+class SnapshotState(NamedTuple):
+    """The last measurement of :class:`snapshot`, as ``{measure_name: value}``."""
+
+    measurement: dict
+
+
+@transform
+class snapshot(GradientTransformation):
+    """Record ``measure(updates)`` in the state under ``measure_name``; the updates pass
+    through unchanged.
+
+    Placed in a chain it sees the updates as transformed by the members before it, e.g. the
+    norm before clipping. ``init`` records ``measure(params)``. Read the value with
+    ``gradtx.tree.get(state, measure_name)`` or ``state.measurement[measure_name]``.
+
+    Args:
+        measure_name: the name the measurement is kept under.
+        measure: a function of the updates returning arrays (of fixed shapes).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.chain(
+        ...     gradtx.snapshot("norm_before_clip", gradtx.tree.norm),
+        ...     gradtx.clip_by_global_norm(1.0),
+        ... )
+        >>> u, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+        >>> float(state[0].measurement["norm_before_clip"]), u.tolist()
+        (5.0, [0.6000000238418579, 0.800000011920929])
+    """
+
+    measure_name: str = static_field()
+    measure: Callable[[Any], Any] = static_field()
+
+    def _check(self):
+        if not isinstance(self.measure_name, str):
+            raise TypeError(f"snapshot: measure_name must be a str, got {self.measure_name!r}")
+        if not callable(self.measure):
+            raise TypeError(f"snapshot: measure must be callable, got {self.measure!r}")
+
+    def init(self, params):
+        return SnapshotState(measurement={self.measure_name: self.measure(params)})
+
+    def update(self, updates, state, params=None, **extra_args):
+        return updates, SnapshotState(measurement={self.measure_name: self.measure(updates)})
+
+
+@transform
+class _Measure(GradientTransformation):
+    """A function of the updates as a stateless transform whose output is the measurement."""
+
+    fn: Callable[[Any], Any] = static_field()
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra_args):
+        return self.fn(updates), state
+
+
 class MonitorState(NamedTuple):
+    """State of :class:`monitor`: the last measurements ``{name: value}`` and, in the order the
+    measures were given, the state of each measure."""
+
+    measurements: dict
+    measure_states: tuple
+
+
+@transform
+class monitor(GradientTransformation):
+    """Record measurements of the updates in the state; the updates pass through unchanged.
+
+    Each measure is a function of the updates (``gradtx.tree.norm``) or a transform whose
+    output is the measurement and which may keep a state (:class:`measure_with_ema`, which
+    averages a measurement over steps). On every update ``state.measurements[name]`` is the
+    measure's value for the updates that reached this point of the chain (and the extra
+    keyword arguments of ``update`` are passed to the transforms). Same arguments and state
+    as optax's ``monitor``; to record the gradient and update norms of a whole optimizer, see
+    :class:`monitor_norms`.
+
+    Unlike optax, whose ``init`` leaves ``measurements`` empty until the first update,
+    ``init`` fills it with zeros shaped like each measurement (when the measure can be
+    evaluated on the params), so the state keeps one structure from the start: a jitted step
+    compiles once and ``lax.scan`` loops over it.
+
+    Args:
+        measures: ``{name: function or transform}``.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> clipped = lambda u: gradtx.tree.norm(u) > 1.0
+        >>> tx = gradtx.chain(
+        ...     gradtx.monitor({
+        ...         "norm": gradtx.tree.norm,
+        ...         "clipped_ema": gradtx.measure_with_ema(clipped, 0.9),
+        ...     }),
+        ...     gradtx.clip_by_global_norm(1.0),
+        ... )
+        >>> state = tx.init(jnp.zeros(2))
+        >>> for g in [jnp.array([0.3, 0.4]), jnp.array([3.0, 4.0])]:
+        ...     u, state = tx.update(g, state)
+        >>> m = state[0].measurements
+        >>> float(m["norm"]), round(float(m["clipped_ema"]), 4)  # ema of [0, 1], debiased
+        (5.0, 0.5263)
+    """
+
+    names: tuple = static_field(())
+    transforms: tuple = ()
+
+    def __init__(
+        self,
+        measures: Any = None,
+        *,
+        names: tuple | None = None,
+        transforms: tuple | None = None,
+    ):
+        if names is not None or transforms is not None:  # the keyword form of unflattening
+            object.__setattr__(self, "names", tuple(names or ()))
+            object.__setattr__(self, "transforms", tuple(transforms or ()))
+            return
+        if not isinstance(measures, dict) or not all(isinstance(k, str) for k in measures):
+            raise TypeError(
+                f"monitor: measures must be a dict {{name: function or transform}}, "
+                f"got {measures!r}"
+            )
+        members = []
+        for name, m in measures.items():
+            if callable(m):
+                members.append(_Measure(m))
+            else:
+                try:
+                    members.append(_as_member(m))
+                except TypeError as e:
+                    raise TypeError(
+                        f"monitor: measures[{name!r}] must be a function of the updates or a "
+                        f"transform, got {m!r}"
+                    ) from e
+        object.__setattr__(self, "names", tuple(measures))
+        object.__setattr__(self, "transforms", tuple(members))
+
+    def init(self, params):
+        states = tuple(t.init(params) for t in self.transforms)
+        measurements = {}
+        for name, t, st in zip(self.names, self.transforms, states, strict=True):
+            try:
+                shape = jax.eval_shape(lambda p, s, t=t: t.update(p, s, p)[0], params, st)
+            except Exception:  # noqa: BLE001  (needs extra arguments: filled on the first update)
+                continue
+            measurements[name] = jax.tree_util.tree_map(
+                lambda x: jnp.zeros(x.shape, x.dtype), shape
+            )
+        return MonitorState(measurements=measurements, measure_states=states)
+
+    def update(self, updates, state, params=None, **extra_args):
+        measurements, states = {}, []
+        for name, t, st in zip(self.names, self.transforms, state.measure_states, strict=True):
+            measurements[name], st = t.update(updates, st, params, **extra_args)
+            states.append(st)
+        return updates, MonitorState(measurements=measurements, measure_states=tuple(states))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(
+            f"{n!r}: {t.fn if isinstance(t, _Measure) else t!r}"
+            for n, t in zip(self.names, self.transforms, strict=True)
+        )
+        return f"monitor({{{inner}}})"
+
+
+@transform
+class measure_with_ema(GradientTransformation):
+    """A measure for :class:`monitor`: the exponential moving average of ``measure(updates)``.
+
+    ``e ← β e + (1 − β) m`` with ``m = measure(updates)`` and ``e_0 = 0``; the output is
+    ``e / (1 − β^t)`` at step ``t`` when ``debias``, else ``e``. A bool measurement (say
+    "was the update clipped") is averaged as 0/1, giving the fraction of recent steps where it
+    held. The state is optax's: ``(EmptyState(), EmaState(count, ema))``.
+
+    Args:
+        measure: a function of the updates returning arrays (of fixed shapes).
+        decay: ``β`` in [0, 1] (< 1 when ``debias``), a leaf.
+        debias: divide by ``1 − β^t`` (Adam's bias correction).
+        accumulator_dtype: dtype of ``e`` (default: the measurement's floating dtype, or the
+            default float dtype for an integer or bool measurement).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.measure_with_ema(gradtx.tree.norm, decay=0.5)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> e1, state = tx.update(jnp.array([3.0, 4.0]), state)  # (0.5·5) / (1 − 0.5)
+        >>> e2, state = tx.update(jnp.array([0.0, 1.0]), state)  # (0.5·2.5 + 0.5·1) / 0.75
+        >>> float(e1), round(float(e2), 4)
+        (5.0, 2.3333)
+
+    Reference: the bias correction is Kingma & Ba's (Adam, ICLR 2015, §3).
+    """
+
+    measure: Callable[[Any], Any] = static_field()
+    decay: Any = 0.9
+    debias: bool = static_field(True)
+    accumulator_dtype: Any = static_field(None)
+
+    def _check(self):
+        if not callable(self.measure):
+            raise TypeError(f"measure_with_ema: measure must be callable, got {self.measure!r}")
+        check_range(
+            "measure_with_ema", "decay", self.decay, low=0.0, high=1.0, high_open=self.debias
+        )
+        object.__setattr__(
+            self,
+            "accumulator_dtype",
+            check_dtype("measure_with_ema", "accumulator_dtype", self.accumulator_dtype),
+        )
+
+    def _dtype(self, x: Any) -> Any:
+        if self.accumulator_dtype is not None:
+            return self.accumulator_dtype
+        dt = jnp.result_type(x)
+        return dt if jnp.issubdtype(dt, jnp.inexact) else jnp.result_type(float)
+
+    def init(self, params):
+        m = self.measure(params)
+        ema_ = jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), self._dtype(x)), m)
+        return (EmptyState(), EmaState(count=jnp.zeros([], jnp.int32), ema=ema_))
+
+    def update(self, updates, state, params=None, **extra_args):
+        m = self.measure(updates)
+        old = state[1]
+        beta = self.decay
+        new_ema = tree_lib.update_moment(m, old.ema, beta, order=1)
+        count = tree_lib.safe_increment(old.count)
+        out = tree_lib.bias_correction(new_ema, beta, count) if self.debias else new_ema
+        return out, (EmptyState(), EmaState(count=count, ema=new_ema))
+
+
+class MonitorNormsState(NamedTuple):
     """Global norms seen on the last step (for logging) and the wrapped transform's state.
 
     ``grad_norm``: ``||g||`` of the updates coming in; ``update_norm``: ``||u||`` of the
@@ -267,13 +534,14 @@ class MonitorState(NamedTuple):
 
 
 @transform
-class monitor(GradientTransformation):
+class monitor_norms(GradientTransformation):
     """Record the global norms of the incoming and outgoing updates in the state, for logging.
 
-    ``monitor(opt)`` wraps a whole optimizer (``grad_norm`` is the gradient's norm,
-    ``update_norm`` the parameter step's); ``monitor()`` with no inner transform can be inserted
-    anywhere in a chain and records the norm of what passes through (both fields equal). The
-    updates are not changed and the chain is not split: read the numbers from the state.
+    ``monitor_norms(opt)`` wraps a whole optimizer (``grad_norm`` is the gradient's norm,
+    ``update_norm`` the parameter step's); ``monitor_norms()`` with no inner transform can be
+    inserted anywhere in a chain and records the norm of what passes through (both fields
+    equal). The updates are not changed and the chain is not split: read the numbers from the
+    state. (optax's ``monitor`` records measures of your choosing: :class:`monitor`.)
 
     Args:
         inner: the transform to wrap (default :class:`gradtx.identity`).
@@ -282,7 +550,7 @@ class monitor(GradientTransformation):
 
     Example:
         >>> import jax.numpy as jnp, gradtx
-        >>> tx = gradtx.monitor(gradtx.sgd(0.1), measures={"max": lambda g: jnp.max(g)})
+        >>> tx = gradtx.monitor_norms(gradtx.sgd(0.1), measures={"max": lambda g: jnp.max(g)})
         >>> u, s = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
         >>> round(float(s.grad_norm), 4), round(float(s.update_norm), 4)
         (5.0, 0.5)
@@ -301,7 +569,8 @@ class monitor(GradientTransformation):
                 isinstance(k, str) and callable(f) for k, f in self.measures.items()
             ):
                 raise TypeError(
-                    f"monitor: measures must be a dict {{name: function}}, got {self.measures!r}"
+                    "monitor_norms: measures must be a dict {name: function}, "
+                    f"got {self.measures!r}"
                 )
             object.__setattr__(self, "measures", _FrozenDict(self.measures))
 
@@ -313,7 +582,7 @@ class monitor(GradientTransformation):
         measurements = jax.tree_util.tree_map(
             lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(self._measure, params)
         )
-        return MonitorState(
+        return MonitorNormsState(
             count=jnp.zeros([], jnp.int32),
             grad_norm=zero,
             update_norm=zero,
@@ -327,7 +596,7 @@ class monitor(GradientTransformation):
         measurements = jax.tree_util.tree_map(
             lambda x, old: x.astype(old.dtype), self._measure(updates), state.measurements
         )
-        return new, MonitorState(
+        return new, MonitorNormsState(
             count=tree_lib.safe_increment(state.count),
             grad_norm=tree_lib.global_norm(updates).astype(dtype),
             update_norm=tree_lib.global_norm(new).astype(dtype),

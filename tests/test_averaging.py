@@ -191,5 +191,9 @@ def test_argument_errors():
     opt = gradtx.param_ema(gradtx.sgd(0.1))
     with pytest.raises(ValueError, match="param_ema: update needs params"):
         opt.update(jnp.ones(2), opt.init(jnp.ones(2)))
+    # init also takes the fast weights alone (as optax's does); update needs both
+    opt = gradtx.lookahead(gradtx.sgd(0.1, momentum=0.9))
+    state = opt.init(jnp.ones(2))
+    np.testing.assert_array_equal(np.asarray(state.fast_state[0].trace), [0.0, 0.0])
     with pytest.raises(TypeError, match="LookaheadParams"):
-        gradtx.lookahead(gradtx.sgd(0.1)).init(jnp.ones(2))
+        opt.update(jnp.ones(2), state, jnp.ones(2))

@@ -20,7 +20,7 @@ def _make():
     """A composite optimizer with counters, moments in two dtypes, wrappers and a schedule."""
     return gradtx.named_chain(
         ("clip", gradtx.clip_by_global_norm(1.0)),
-        ("monitor", gradtx.monitor()),
+        ("monitor", gradtx.monitor_norms()),
         (
             "adamw",
             gradtx.apply_if_finite(

@@ -368,3 +368,45 @@ def test_hyperparams_reads_an_optax_inject_hyperparams_member():
     state = opt.init({"w": jnp.zeros(2)})
     h = gradtx.hyperparams(opt, state)
     assert float(h["learning_rate"]) == 0.25
+
+
+def test_hyperparams_and_replace_look_through_partition_states():
+    # partition keeps each label's state in a MaskedState (optax's layout): the step count of
+    # a scheduled member is found inside it.
+    labels = {"w": "a", "b": "b"}
+    opt = gradtx.partition(
+        {"a": gradtx.sgd(gradtx.linear_schedule(1.0, 0.0, 4)), "b": gradtx.sgd(0.5)}, labels
+    )
+    p = {"w": jnp.ones(2), "b": jnp.ones(2)}
+    state = opt.init(p)
+    for _ in range(3):
+        _, state = opt.update(p, state, p)
+    h = gradtx.hyperparams(opt, state)
+    assert float(h["a/1/learning_rate"]) == pytest.approx(np_linear(3, 1.0, 0.0, 4))
+    assert float(h["b/1/learning_rate"]) == 0.5
+    new = gradtx.replace(opt, **{"b/1/learning_rate": 0.25})
+    u, _ = new.update(p, state, p)  # the old state is still valid
+    np.testing.assert_allclose(np.asarray(u["b"]), [-0.25, -0.25], rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(u["w"]), [-0.25, -0.25], rtol=1e-6)  # lr(3) = 0.25
+
+
+def test_hyperparams_of_a_stateful_schedule_is_the_last_value_used():
+    class Doubling:
+        """A stateful schedule: 0.1, then twice the last value at every update."""
+
+        def init(self):
+            return jnp.asarray(0.1)
+
+        def __call__(self, state, **extra_args):
+            return state
+
+        def update(self, state, **extra_args):
+            return 2 * state
+
+    opt = gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=Doubling())
+    p = jnp.ones(1)
+    state = opt.init(p)
+    for t in range(3):
+        u, state = opt.update(p, state, p)
+        assert float(u[0]) == pytest.approx(-0.1 * 2**t)  # NumPy: 0.1·2^t
+    assert float(gradtx.hyperparams(opt, state)["learning_rate"]) == pytest.approx(0.4)

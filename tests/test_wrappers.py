@@ -1,5 +1,6 @@
-"""conditionally_transform/mask, flatten, centralize, keep_params_nonnegative and monitor; and
-every wrapper of issue 4: jit equals eager, structure and dtypes preserved, optax parity."""
+"""conditionally_transform/mask, flatten, centralize, keep_params_nonnegative, monitor_norms,
+and optax's monitoring (snapshot, monitor, measure_with_ema); and every wrapper of issue 4: jit
+equals eager, structure and dtypes preserved, optax parity (numbers and state layout)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class Case(NamedTuple):
     nan_at: int | None = None  # inject a NaN/Inf into the gradient at this step
     nonneg: bool = False  # start from |params|
     lookahead: bool = False  # params are (fast, slow) pairs
+    layout: bool = True  # the state has optax's layout (class names, fields, keys)
 
 
 _GROUP_LABELS = {"dense": {"w": "default", "b": "group0"}, "scale": "default"}
@@ -99,13 +101,47 @@ EVERY_WRAPPER = {  # every wrapper of issue 4
         lambda: optax.chain(optax.sgd(0.3), optax.keep_params_nonnegative()),
         nonneg=True,
     ),
-    "monitor": Case(  # records norms, never changes the updates: equals plain Adam
-        lambda: gradtx.monitor(gradtx.adam(0.05), measures={"max": lambda u: optax.tree.max(u)}),
+    "monitor_norms": Case(  # records norms, never changes the updates: equals plain Adam
+        lambda: gradtx.monitor_norms(
+            gradtx.adam(0.05), measures={"max": lambda u: optax.tree.max(u)}
+        ),
         lambda: optax.adam(0.05),
+        layout=False,  # no optax equivalent: the reference is the plain optimizer
     ),
-    "monitor_in_chain": Case(
-        lambda: gradtx.chain(gradtx.clip_by_global_norm(2.0), gradtx.monitor(), gradtx.sgd(0.1)),
+    "monitor_norms_in_chain": Case(
+        lambda: gradtx.chain(
+            gradtx.clip_by_global_norm(2.0), gradtx.monitor_norms(), gradtx.sgd(0.1)
+        ),
         lambda: optax.chain(optax.clip_by_global_norm(2.0), optax.sgd(0.1)),
+        layout=False,  # no optax equivalent
+    ),
+    "monitor": Case(  # optax's monitor: measures recorded, updates unchanged
+        lambda: gradtx.chain(
+            gradtx.monitor(
+                {
+                    "norm": optax.tree.norm,
+                    "ema": gradtx.measure_with_ema(lambda u: optax.tree.norm(u) > 3.0, 0.9),
+                }
+            ),
+            gradtx.sgd(0.1),
+        ),
+        lambda: optax.chain(
+            optax.monitor(
+                {
+                    "norm": optax.tree.norm,
+                    "ema": optax.measure_with_ema(lambda u: optax.tree.norm(u) > 3.0, 0.9),
+                }
+            ),
+            optax.sgd(0.1),
+        ),
+    ),
+    "snapshot": Case(
+        lambda: gradtx.chain(gradtx.snapshot("n", optax.tree.norm), gradtx.sgd(0.1)),
+        lambda: optax.chain(optax.snapshot("n", optax.tree.norm), optax.sgd(0.1)),
+    ),
+    "selective_transform": Case(
+        lambda: gradtx.selective_transform(gradtx.adam(0.1), freeze_mask=_FREEZE),
+        lambda: optax.selective_transform(optax.adam(0.1), freeze_mask=_FREEZE),
     ),
     "freeze": Case(
         lambda: gradtx.chain(gradtx.freeze(_FREEZE), gradtx.adam(0.1)),
@@ -136,6 +172,15 @@ EVERY_WRAPPER = {  # every wrapper of issue 4
             {"a": optax.adam(0.05), "b": optax.sgd(0.05, momentum=0.9)},
             {"dense": "a", "scale": "b"},
         ),
+        layout=False,  # gradtx's TraceState has a count field (for scheduled decay)
+    ),
+    "partition_adam_sgd": Case(
+        lambda: gradtx.partition(
+            {"a": gradtx.adam(0.05), "b": gradtx.sgd(0.05)}, {"dense": "a", "scale": "b"}
+        ),
+        lambda: optax.partition(
+            {"a": optax.adam(0.05), "b": optax.sgd(0.05)}, {"dense": "a", "scale": "b"}
+        ),
     ),
     "multi_transform": Case(  # labels from a function of the params
         lambda: gradtx.multi_transform({"a": gradtx.adam(0.05), "b": gradtx.sgd(0.05)}, _labels_of),
@@ -158,11 +203,13 @@ EVERY_WRAPPER = {  # every wrapper of issue 4
     "apply_every": Case(
         lambda: gradtx.chain(gradtx.sgd(0.1), gradtx.apply_every(2)),
         lambda: optax.chain(optax.sgd(0.1), optax.apply_every(2)),
+        layout=False,  # optax names its state ApplyEvery
     ),
     "apply_if_finite": Case(
         lambda: gradtx.apply_if_finite(gradtx.adam(0.05), 3),
         lambda: optax.apply_if_finite(optax.adam(0.05), 3),
         nan_at=2,
+        layout=False,  # gradtx's state also has gave_up (on_max_errors="flag")
     ),
     "zero_nans": Case(
         lambda: gradtx.chain(gradtx.zero_nans(), gradtx.adam(0.05)),
@@ -197,9 +244,10 @@ def _spec(tree):
     return treedef, [(np.shape(x), jnp.result_type(x)) for x in leaves]
 
 
-def _drive(case, opt, lookahead_params, params, grad, steps, *, jit):
+def _drive(case, opt, lookahead_params, params, grad, steps, *, jit, check_state=True):
     """Step ``opt``; check at every step that the updates have the structure and dtypes of
-    the params and that the state keeps the structure, shapes and dtypes of ``init``'s."""
+    the params and (with ``check_state``) that the state keeps the structure, shapes and dtypes
+    of ``init``'s (optax's monitor does not: its measurements appear on the first update)."""
     if case.lookahead:
         params = lookahead_params.init_synced(params)
     state = opt.init(params)
@@ -212,9 +260,15 @@ def _drive(case, opt, lookahead_params, params, grad, steps, *, jit):
             g["scale"] = jnp.float32(jnp.inf)
         u, state = update(g, state, params)
         assert _spec(u) == _spec(params), t
-        assert _spec(state) == state_spec, t
+        assert not check_state or _spec(state) == state_spec, t
         params = optax.apply_updates(params, u)
     return params, state
+
+
+def _layout(tree):
+    """The tree structure as text: record class names, fields, keys and leaf positions, so the
+    states of two libraries (different classes of the same name) can be compared."""
+    return str(jax.tree_util.tree_structure(tree))
 
 
 def _compare(a, b):
@@ -235,7 +289,9 @@ def test_every_wrapper_jit_equals_eager_preserves_structure_and_matches_optax(na
     params, grad = _problem(1)
     if case.nonneg:
         params = jax.tree_util.tree_map(jnp.abs, params)
-    run = lambda opt, lp, jit: _drive(case, opt, lp, params, grad, 5, jit=jit)
+    run = lambda opt, lp, jit, check=True: _drive(
+        case, opt, lp, params, grad, 5, jit=jit, check_state=check
+    )
     p1, s1 = run(case.ours(), gradtx.LookaheadParams, True)
     p2, s2 = run(case.ours(), gradtx.LookaheadParams, False)
     assert jax.tree_util.tree_structure(s1) == jax.tree_util.tree_structure(s2)
@@ -248,7 +304,10 @@ def test_every_wrapper_jit_equals_eager_preserves_structure_and_matches_optax(na
     ]
     assert any(moved)  # the steps did something
     if case.ref is not None:
-        p3, _ = run(case.ref(), optax.LookaheadParams, True)
+        p3, s3 = run(case.ref(), optax.LookaheadParams, True, False)
+        # after an update the states have optax's layout (same record names, keys, leaves)
+        if case.layout:
+            assert _layout(s1) == _layout(s3), name
         _close(tuple(p1) if case.lookahead else p1, tuple(p3) if case.lookahead else p3)
 
 
@@ -311,10 +370,10 @@ def test_keep_params_nonnegative_equals_numpy_and_params_stay_nonnegative():
         gradtx.keep_params_nonnegative().update(jnp.ones(1), None)
 
 
-def test_monitor_records_the_norms_and_does_not_change_updates():
+def test_monitor_norms_records_the_norms_and_does_not_change_updates():
     params, grad = _problem(4)
     g = _jx(grad(_np(params), 0))
-    opt = gradtx.monitor(gradtx.adam(0.05))
+    opt = gradtx.monitor_norms(gradtx.adam(0.05))
     u, s = jax.jit(opt.update)(g, opt.init(params), params)
     u_ref, _ = gradtx.adam(0.05).update(g, gradtx.adam(0.05).init(params), params)
     _close(u, u_ref, rtol=1e-6, atol=1e-8)
@@ -327,7 +386,7 @@ def test_monitor_records_the_norms_and_does_not_change_updates():
     # inserted in a chain: records what passes through at that point, without splitting it
     chained = gradtx.named_chain(
         ("clip", gradtx.clip_by_global_norm(0.5)),
-        ("after_clip", gradtx.monitor()),
+        ("after_clip", gradtx.monitor_norms()),
         ("sgd", gradtx.sgd(0.1)),
     )
     u2, s2 = chained.update(g, chained.init(params), params)
@@ -338,7 +397,7 @@ def test_monitor_records_the_norms_and_does_not_change_updates():
 
 def test_optax_members_inside_wrappers():
     params, grad = _problem(5)
-    p1, _ = _run(gradtx.monitor(optax.adam(0.05)), params, grad, 3)
+    p1, _ = _run(gradtx.monitor_norms(optax.adam(0.05)), params, grad, 3)
     p2, _ = _run(optax.adam(0.05), params, grad, 3)
     _close(p1, p2, rtol=0, atol=0)
     with pytest.raises(TypeError, match="should_transform_fn must be callable"):
@@ -357,7 +416,13 @@ WRAPPED = {  # static parts (predicates, masks, labels) are the same objects for
     "conditionally_transform": lambda lr: gradtx.conditionally_transform(gradtx.adam(lr), _even),
     "conditionally_mask": lambda lr: gradtx.conditionally_mask(gradtx.adam(lr), _after_first),
     "flatten": lambda lr: gradtx.flatten(gradtx.adam(lr)),
-    "monitor": lambda lr: gradtx.monitor(gradtx.adam(lr)),
+    "monitor_norms": lambda lr: gradtx.monitor_norms(gradtx.adam(lr)),
+    "monitor": lambda lr: gradtx.chain(
+        gradtx.monitor({"ema": gradtx.measure_with_ema(optax.tree.norm, 0.5)}), gradtx.adam(lr)
+    ),
+    "selective_transform": lambda lr: gradtx.selective_transform(
+        gradtx.adam(lr), freeze_mask={"dense": False, "scale": True}
+    ),
     "apply_if_finite": lambda lr: gradtx.apply_if_finite(gradtx.adam(lr), 3),
     "MultiSteps": lambda lr: gradtx.MultiSteps(gradtx.adam(lr), 2),
     "masked": lambda lr: gradtx.masked(gradtx.adam(lr), {"dense": True, "scale": False}),
@@ -395,13 +460,13 @@ def test_hyperparameters_stay_leaves_through_wrappers(name):
     assert not np.allclose(np.asarray(swept["dense"]["w"][0]), np.asarray(swept["dense"]["w"][1]))
 
 
-def test_monitor_measures_match_optax_monitor():
+def test_monitor_norms_measures_match_optax_monitor():
     params, grad = _problem(7)
     measures = {
         "norm": optax.tree.norm,
         "max_abs": lambda u: optax.tree.max(jax.tree_util.tree_map(jnp.abs, u)),
     }
-    ours = gradtx.chain(gradtx.sgd(0.1, momentum=0.9), gradtx.monitor(measures=measures))
+    ours = gradtx.chain(gradtx.sgd(0.1, momentum=0.9), gradtx.monitor_norms(measures=measures))
     ref = optax.chain(optax.sgd(0.1, momentum=0.9), optax.monitor(measures))
     s1, s2 = ours.init(params), ref.init(params)
     for t in range(3):
@@ -413,8 +478,8 @@ def test_monitor_measures_match_optax_monitor():
             _close(s1[1].measurements[k], optax.tree.get(s2, k))
         _close(s1[1].grad_norm, optax.tree.get(s2, "norm"))
         params = optax.apply_updates(params, u1)
-    with pytest.raises(TypeError, match="measures must be a dict"):
-        gradtx.monitor(measures=[len])
+    with pytest.raises(TypeError, match="monitor_norms: measures must be a dict"):
+        gradtx.monitor_norms(measures=[len])
 
 
 @pytest.mark.parametrize("mask", [{"dense": {"w": True, "b": False}, "scale": False}, True, False])
