@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from gradtx import numerics as tree_lib
 from gradtx.core import GradientTransformation, static_field, transform
 
-__all__ = ["scale_by_lbfgs", "ScaleByLbfgsState"]
+__all__ = ["scale_by_lbfgs", "ScaleByLbfgsState", "ScaleByLBFGSState"]
 
 _none = lambda x: x is None  # noqa: E731
 
@@ -39,8 +39,8 @@ class ScaleByLbfgsState(NamedTuple):
         diff_params_memory: stacked ``s_i`` (leading axis ``memory_size``), used as a ring.
         diff_updates_memory: stacked ``y_i``, same layout.
         weights_memory: ``ρ_i = 1 / <s_i, y_i>``; 0 in an empty slot (which then does nothing).
-        num_pairs: number of pairs stored so far; the next one goes to ``num_pairs % m``.
-        identity_scale: ``γ = <s, y>/<y, y>`` of the newest stored pair (1 before any).
+        num_pairs: number of pairs written so far; the next one goes to ``num_pairs % m``.
+        identity_scale: ``γ = <s, y>/<y, y>`` of the newest pair (1 before any).
     """
 
     count: jax.Array
@@ -53,17 +53,28 @@ class ScaleByLbfgsState(NamedTuple):
     identity_scale: jax.Array
 
 
-def _store_pair(
-    state: ScaleByLbfgsState, s: Any, y: Any, accept: jax.Array, sy: jax.Array | None = None
-) -> tuple:
-    """Write ``(s, y, 1/<s, y>)`` into the next ring slot when ``accept``; returns the buffers.
+ScaleByLBFGSState = ScaleByLbfgsState  # optax's spelling of the same state
 
-    Returns ``(diff_params_memory, diff_updates_memory, weights_memory, num_pairs)``.
+
+def _store_pair(
+    state: ScaleByLbfgsState,
+    s: Any,
+    y: Any,
+    accept: jax.Array,
+    sy: jax.Array | None = None,
+    *,
+    rho: jax.Array | None = None,
+) -> tuple:
+    """Write ``(s, y, ρ)`` into the next ring slot when ``accept``; returns the buffers.
+
+    ``ρ = 1/<s, y>`` unless given. Returns ``(diff_params_memory, diff_updates_memory,
+    weights_memory, num_pairs)``.
     """
     m = state.weights_memory.shape[0]
     idx = state.num_pairs % m
-    sy = _real_vdot(s, y) if sy is None else sy
-    rho = jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)
+    if rho is None:
+        sy = _real_vdot(s, y) if sy is None else sy
+        rho = jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)
 
     def put(buf, v):
         if buf is None:
@@ -147,12 +158,13 @@ def _curvature_ok(s: Any, y: Any, sy: Any = None, yy: Any = None) -> jax.Array:
 class scale_by_lbfgs(GradientTransformation):
     """The L-BFGS direction ``H_k g_k`` (Nocedal & Wright, Algorithms 7.4 and 7.5).
 
-    At each call with gradient ``g_k`` at parameters ``θ_k`` the pair
-    ``s = θ_k − θ_{k−1}``, ``y = g_k − g_{k−1}`` enters the memory (the oldest of ``m`` pairs
-    leaves) when ``<s, y> > ε_mach <y, y>``; a pair with non-positive curvature is skipped, as
-    L-BFGS-B does, so ``H_k`` stays positive definite. The direction is computed by the
-    two-loop recursion (Nocedal & Wright, 2nd ed., Algorithm 7.4) over the stored pairs
-    ``(s_i, y_i)``, newest ``i = k−1``, oldest ``i = k−m``, with ``ρ_i = 1/<s_i, y_i>``:
+    At each call with gradient ``g_k`` at parameters ``θ_k`` the pair of the step just taken,
+    ``s = θ_k − θ_{k−1}``, ``y = g_k − g_{k−1}``, enters the memory (the oldest of ``m`` pairs
+    leaves), whatever the sign of ``<s, y>``, as in optax: a step whose ``<s, y> = 0`` (a line
+    search that took no step) occupies its slot with ``ρ = 0`` and changes nothing. The
+    direction is computed by the two-loop recursion (Nocedal & Wright, 2nd ed., Algorithm 7.4)
+    over the stored pairs ``(s_i, y_i)``, newest ``i = k−1``, oldest ``i = k−m``, with
+    ``ρ_i = 1/<s_i, y_i>``:
 
     .. code-block:: text
 
@@ -162,12 +174,20 @@ class scale_by_lbfgs(GradientTransformation):
         for i = k−m, …, k−1:   β ← ρ_i <y_i, r>;     r ← r + (α_i − β) s_i
         return r = H_k g_k
 
-    with ``γ_k = <s_{k−1}, y_{k−1}> / <y_{k−1}, y_{k−1}>`` (eq. 7.20, the newest pair). This
-    equals ``H_k g_k`` for ``H_k`` built by ``H ← V_iᵀ H V_i + ρ_i s_i s_iᵀ``,
-    ``V_i = I − ρ_i y_i s_iᵀ``, applied from ``H = γ_k I`` for ``i = k−m, …, k−1`` (eq. 7.19).
-    Before any pair exists ``H_0 = γ_0 I`` with ``γ_0 = min(1, 1/||g_0||)``. With
-    ``scale_init_precond=False``, ``γ_k = 1``. The output is ``H_k g_k`` (a descent direction
-    once negated); chain it with ``scale(-1)`` and a line search.
+    with ``γ_k = <s_{k−1}, y_{k−1}> / <y_{k−1}, y_{k−1}>`` (eq. 7.20, the newest pair; 1 when
+    ``y_{k−1} = 0``). This equals ``H_k g_k`` for ``H_k`` built by
+    ``H ← V_iᵀ H V_i + ρ_i s_i s_iᵀ``, ``V_i = I − ρ_i y_i s_iᵀ``, applied from ``H = γ_k I``
+    for ``i = k−m, …, k−1`` (eq. 7.19). Before any pair exists ``H_0 = γ_0 I`` with
+    ``γ_0 = min(1, 1/||g_0||)``. With ``scale_init_precond=False``, ``γ_k = 1``. The output is
+    ``H_k g_k`` (a descent direction once negated while every stored ``<s_i, y_i> > 0``); chain
+    it with ``scale(-1)`` and a line search.
+
+    ``H_k`` is positive definite only while the stored pairs have ``<s_i, y_i> > 0``, which a
+    line search enforcing the (strong) Wolfe conditions guarantees: that is why :func:`lbfgs`
+    uses one by default. Without a line search (``lbfgs(linesearch=None)``) on a non-convex
+    objective a pair of negative curvature is kept, as optax keeps it (the iterates are
+    optax's), and the direction may then point uphill. A pair whose ``<s, y>`` is not finite is
+    stored as zeros.
 
     Args:
         memory_size: number of pairs ``m`` kept (static: it sets the buffers' shape).
@@ -221,14 +241,20 @@ class scale_by_lbfgs(GradientTransformation):
         y = tree_lib.tree_sub(updates, state.updates)
         sy = _real_vdot(s, y)
         yy = tree_lib.tree_l2_norm(y, squared=True)
-        accept = (state.count > 0) & _curvature_ok(s, y, sy, yy)
-        s_mem, y_mem, w_mem, num_pairs = _store_pair(state, s, y, accept, sy)
+        # Every call after the first writes the pair of the step just taken (optax's rule); a
+        # pair with <s, y> = 0 or not finite is written as zeros with ρ = 0 (a no-op slot).
+        written = state.count > 0
+        usable = jnp.isfinite(sy) & (sy != 0)
+        s = _map(lambda v: None if v is None else jnp.where(usable, v, jnp.zeros_like(v)), s)
+        y = _map(lambda v: None if v is None else jnp.where(usable, v, jnp.zeros_like(v)), y)
+        rho = jnp.where(usable, 1.0 / jnp.where(usable, sy, 1.0), 0.0)
+        s_mem, y_mem, w_mem, num_pairs = _store_pair(state, s, y, written, rho=rho)
         wdt = state.identity_scale.dtype
-        newest = jnp.where(accept, sy / jnp.where(accept, yy, 1.0), state.identity_scale)
-        newest = newest.astype(wdt)
+        newest = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1.0), 1.0)
+        newest = jnp.where(written, newest, state.identity_scale).astype(wdt)
         if self.scale_init_precond:
             first = jnp.minimum(1.0, 1.0 / tree_lib.tree_l2_norm(jax.lax.stop_gradient(updates)))
-            gamma = jnp.where(num_pairs > 0, newest, first).astype(wdt)
+            gamma = jnp.where(written, newest, first).astype(wdt)
         else:
             gamma = jnp.ones([], wdt)
         direction = _two_loop(updates, s_mem, y_mem, w_mem, num_pairs, gamma)

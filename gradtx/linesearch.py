@@ -2,7 +2,8 @@
 evaluating the objective.
 
 Both take the extra keyword arguments ``value`` (``f(θ)``), ``grad`` (``∇f(θ)``) and ``value_fn``
-(``f``) in ``update``; any other extra keyword argument that ``value_fn`` accepts is passed to it.
+(``f``) in ``update``; any other extra keyword argument is passed to ``value_fn``, and one that
+``value_fn`` does not accept is a ``TypeError`` (as in optax).
 They store the value and gradient at the accepted point in their state, so the next iteration
 need not compute them again: see :func:`value_and_grad_from_state`. The outcome of each search
 is reported in ``state.info.status`` (a :class:`LinesearchStatus`).
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
+    _concrete_array,
     check_nonnegative,
     check_range,
+    concrete_float,
     static_field,
     transform,
 )
@@ -49,7 +54,8 @@ class LinesearchStatus(enum.IntEnum):
     Hager & Zhang's approximate form when ``approx_dec_rtol`` is set).
     ``NOT_DESCENT_DIRECTION``: the slope ``<d, ∇f(θ)>`` is not negative (or not finite), so no
     step is taken. ``MAX_STEPS_REACHED``: the step budget ran out before the conditions held; the
-    step returned is the best one with sufficient decrease if any was found, else 0.
+    step returned is one with sufficient decrease if any was found (zoom: the safe step, see
+    :class:`scale_by_zoom_linesearch`), else 0.
     ``NON_FINITE_VALUE``: the budget ran out and the only non-rejected trials had a NaN/inf value
     or slope; step 0. ``SUFFICIENT_DECREASE_ONLY`` (zoom only): the search stopped at a step
     with sufficient decrease (Armijo or approximate) where the curvature condition does not
@@ -69,8 +75,14 @@ def _real_dtype_of(tree: Any) -> Any:
     return tree_lib.real_dtype(jnp.result_type(leaves[0])) if leaves else jnp.float32
 
 
-def _slope(direction: Any, grad: Any) -> jax.Array:
-    return jnp.real(tree_lib.tree_vdot(grad, direction))
+def _slope(direction: Any, grad: Any, dtype: Any = None) -> jax.Array:
+    """``Re <d, ∇f>``, accumulated in ``dtype`` (at least that of the leaves) when given."""
+    if dtype is not None:
+        up = lambda x: x if x is None else x.astype(jnp.promote_types(x.dtype, dtype))  # noqa: E731
+        direction = jax.tree_util.tree_map(up, direction, is_leaf=_none)
+        grad = jax.tree_util.tree_map(up, grad, is_leaf=_none)
+    out = jnp.real(tree_lib.tree_vdot(grad, direction))
+    return out if dtype is None else out.astype(dtype)
 
 
 def _add_scaled(params: Any, t: Any, direction: Any) -> Any:
@@ -82,19 +94,37 @@ def _add_scaled(params: Any, t: Any, direction: Any) -> Any:
     )
 
 
-def _fn_kwargs(value_fn: Callable, extra_args: dict) -> dict:
-    """The extra keyword arguments ``value_fn`` accepts (all of them if it takes ``**kwargs``)."""
+def _fn_kwargs(owner: str, value_fn: Callable, extra_args: dict) -> dict:
+    """The extra keyword arguments for ``value_fn``: all of them if it takes ``**kwargs`` (or
+    its signature cannot be read); a ``TypeError`` naming those it does not accept."""
     if not extra_args:
         return {}
     try:
         sig = inspect.signature(value_fn)
     except (TypeError, ValueError):
-        return {}
+        return dict(extra_args)
     params = sig.parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return dict(extra_args)
     names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {k: v for k, v in extra_args.items() if k in names}
+    unknown = sorted(k for k in extra_args if k not in names)
+    if unknown:
+        raise TypeError(
+            f"{owner}.update: got the keyword argument(s) {unknown}, which value_fn does not "
+            "accept (extra keyword arguments of update are passed to value_fn)"
+        )
+    return dict(extra_args)
+
+
+def _check_allowing_inf(owner: str, name: str, value: Any, **limits: Any) -> None:
+    """``check_range``, where ``+inf`` (or an array element equal to it) is also accepted."""
+    x = concrete_float(value)
+    if x is not None and x == math.inf:
+        return
+    arr = _concrete_array(value) if x is None else None
+    if arr is not None:
+        value = arr[~np.isposinf(arr)]
+    check_range(owner, name, value, **limits)
 
 
 def _require(owner: str, value: Any, grad: Any, value_fn: Any, need_grad: bool = True) -> None:
@@ -147,21 +177,30 @@ class scale_by_backtracking_linesearch(GradientTransformation):
         f(θ + η d) \\le (1 + \\text{rtol}) f(θ) + η\\, c\\, \\langle d, ∇f(θ)\\rangle
         + \\text{atol},\\qquad η_0 = \\min(γ\\, η_{prev}, η_{max}),
 
-    with ``c = slope_rtol``, ``β = decrease_factor``, ``γ = increase_factor``. The update is
-    ``η d``. At most ``max_backtracking_steps + 1`` evaluations; when none passes the step is 0
-    and ``info.status`` says why.
+    with ``c = slope_rtol``, ``β = decrease_factor``, ``γ = increase_factor`` and
+    ``η_prev = 1`` before the first search (as in optax). ``c = 0`` asks only for
+    ``f(θ + η d) <= (1 + rtol) f(θ) + atol``; ``γ = math.inf`` starts every search at ``η_max``.
+    The update is ``η d``. At most ``max_backtracking_steps + 1`` evaluations; when none
+    passes the step is 0 and ``info.status`` says why (optax takes the last, failing trial
+    instead: a step without sufficient decrease may increase ``f``). The scalars of the search
+    are computed in float32 at least (float16/bfloat16 parameters are promoted), whatever the
+    dtypes of the hyperparameters.
 
     Args:
         max_backtracking_steps: how many times the step may be reduced.
-        slope_rtol: ``c`` in the condition, in (0, 1).
+        slope_rtol: ``c`` in the condition, in [0, 1).
         decrease_factor: ``β`` in (0, 1).
-        increase_factor: ``γ >= 1`` applied to the previous step to start the next search.
+        increase_factor: ``γ >= 1`` applied to the previous step to start the next search
+            (``math.inf``: start at ``max_learning_rate`` every time).
         max_learning_rate: ``η_max``.
         atol: absolute slack in the condition.
         rtol: relative slack on ``f(θ)`` in the condition.
         store_grad: also compute and store ``∇f`` at the accepted point (for
             :func:`value_and_grad_from_state`).
         verbose: print the outcome of searches that fail.
+
+    ``update`` takes the keyword arguments ``value``, ``grad`` and ``value_fn``; any other
+    keyword argument is passed to ``value_fn``, and one it does not accept is a ``TypeError``.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -189,11 +228,11 @@ class scale_by_backtracking_linesearch(GradientTransformation):
     def _check(self):
         o = "scale_by_backtracking_linesearch"
         check_range(o, "max_backtracking_steps", self.max_backtracking_steps, low=0)
-        check_range(o, "slope_rtol", self.slope_rtol, low=0, high=1, low_open=True, high_open=True)
+        check_range(o, "slope_rtol", self.slope_rtol, low=0, high=1, high_open=True)
         check_range(
             o, "decrease_factor", self.decrease_factor, low=0, high=1, low_open=True, high_open=True
         )
-        check_range(o, "increase_factor", self.increase_factor, low=1)
+        _check_allowing_inf(o, "increase_factor", self.increase_factor, low=1)
         check_range(o, "max_learning_rate", self.max_learning_rate, low=0, low_open=True)
         check_nonnegative(o, "atol", self.atol)
         check_nonnegative(o, "rtol", self.rtol)
@@ -201,7 +240,7 @@ class scale_by_backtracking_linesearch(GradientTransformation):
     def init(self, params):
         dt = _real_dtype_of(params)
         return ScaleByBacktrackingLinesearchState(
-            learning_rate=jnp.asarray(self.max_learning_rate, dt),
+            learning_rate=jnp.ones([], dt),
             value=jnp.asarray(jnp.inf, dt),
             grad=tree_lib.tree_zeros_like(params) if self.store_grad else None,
             info=BacktrackingLinesearchInfo(
@@ -216,38 +255,52 @@ class scale_by_backtracking_linesearch(GradientTransformation):
     ):
         owner = "scale_by_backtracking_linesearch"
         _require(owner, value, grad, value_fn)
-        fn = _bind(value_fn, extra_args)
+        fn = _bind(owner, value_fn, extra_args)
         dt = state.value.dtype
-        value = jnp.asarray(value, dt)
-        slope = _slope(updates, grad).astype(dt)
+        cd = tree_lib.compute_dtype(dt)
+        c, beta, gamma, max_lr, atol, rtol = (
+            jnp.asarray(h, cd)
+            for h in (
+                self.slope_rtol,
+                self.decrease_factor,
+                self.increase_factor,
+                self.max_learning_rate,
+                self.atol,
+                self.rtol,
+            )
+        )
+        value = jnp.asarray(value, cd)
+        slope = _slope(updates, grad, cd)
         descent = jnp.isfinite(slope) & (slope < 0)
-        t0 = jnp.minimum(self.increase_factor * state.learning_rate, self.max_learning_rate)
+        prev = state.learning_rate.astype(cd)
+        t0 = jnp.where(jnp.isinf(gamma), max_lr, jnp.minimum(gamma * prev, max_lr))
 
         def trial(t):
             x = _add_scaled(params, t, updates)
             if self.store_grad:
                 v, g = jax.value_and_grad(fn)(x)
+                g = tree_lib.tree_cast_like(g, state.grad)
             else:
                 v, g = fn(x), None
-            v = jnp.asarray(v, dt)
-            err = v - (1.0 + self.rtol) * value - t * self.slope_rtol * slope
-            err = jnp.where(jnp.isfinite(v), jnp.maximum(err, 0.0), jnp.inf)
+            v = jnp.asarray(v, cd)
+            err = v - (1.0 + rtol) * value - t * c * slope
+            err = jnp.where(jnp.isfinite(v) & ~jnp.isnan(err), jnp.maximum(err, 0.0), jnp.inf)
             return v, g, err
 
-        def cond(c):
-            k, _, _, _, err = c
-            return descent & (err > self.atol) & (k <= self.max_backtracking_steps)
+        def cond(carry):
+            k, _, _, _, err = carry
+            return descent & (err > atol) & (k <= self.max_backtracking_steps)
 
-        def body(c):
-            k, t, _, _, _ = c
-            t = jnp.where(k > 0, self.decrease_factor * t, t).astype(dt)
+        def body(carry):
+            k, t, _, _, _ = carry
+            t = jnp.where(k > 0, beta * t, t)
             v, g, err = trial(t)
             return k + 1, t, v, g, err
 
-        g0 = grad if self.store_grad else None
-        init = (jnp.zeros([], jnp.int32), t0.astype(dt), value, g0, jnp.asarray(jnp.inf, dt))
+        g0 = tree_lib.tree_cast_like(grad, state.grad) if self.store_grad else None
+        init = (jnp.zeros([], jnp.int32), t0, value, g0, jnp.asarray(jnp.inf, cd))
         k, t, v, g, err = jax.lax.while_loop(cond, body, init)
-        ok = err <= self.atol
+        ok = err <= atol
         status = jnp.where(
             ~descent,
             LinesearchStatus.NOT_DESCENT_DIRECTION,
@@ -265,21 +318,23 @@ class scale_by_backtracking_linesearch(GradientTransformation):
         new_value = jnp.where(ok, v, value)
         new_grad = None
         if self.store_grad:
-            new_grad = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), g, grad)
+            new_grad = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), g, g0)
         if self.verbose:
             _report_failure(owner, status, k)
-        info = BacktrackingLinesearchInfo(num_linesearch_steps=k, decrease_error=err, status=status)
+        info = BacktrackingLinesearchInfo(
+            num_linesearch_steps=k, decrease_error=err.astype(dt), status=status
+        )
         out = tree_lib.tree_scale(step, updates)
         return out, ScaleByBacktrackingLinesearchState(
-            learning_rate=jnp.where(descent, t, state.learning_rate).astype(dt),
-            value=new_value,
+            learning_rate=jnp.where(descent, t, prev).astype(dt),
+            value=new_value.astype(dt),
             grad=new_grad,
             info=info,
         )
 
 
-def _bind(value_fn: Callable, extra_args: dict) -> Callable:
-    kwargs = _fn_kwargs(value_fn, extra_args)
+def _bind(owner: str, value_fn: Callable, extra_args: dict) -> Callable:
+    kwargs = _fn_kwargs(owner, value_fn, extra_args)
     if not kwargs:
         return value_fn
     return lambda x: value_fn(x, **kwargs)
@@ -327,23 +382,49 @@ class ScaleByZoomLinesearchState(NamedTuple):
 
 class _Zoom(NamedTuple):
     k: jax.Array  # evaluations so far
-    t: jax.Array  # next trial step
-    zooming: jax.Array  # False: still bracketing; True: shrinking [lo, hi]
-    done: jax.Array
-    prev: tuple  # (t, f, df) of the previous bracketing trial
-    lo: tuple  # (t, f, df): sufficient decrease, lowest value so far in the bracket
-    hi: tuple  # (t, f, df): the other end of the bracket
-    best: tuple  # (t, f, grad, df): the accepted step, else the lowest with sufficient decrease
+    zooming: jax.Array  # False: still bracketing (Algorithm 3.5); True: zooming (3.6)
+    done: jax.Array  # the last trial meets both conditions
+    stop: jax.Array  # ended on the safe step (at the largest step, or the bracket is too small)
+    last: tuple  # (t, f, df) of the last trial; (0, φ(0), φ'(0)) before the first
+    last_aux: Any  # aux (the gradient) at the last trial
+    lo: tuple  # (t, f, df): the end of the bracket with sufficient decrease and the lower value
+    hi: tuple  # (t, f, df): the other end
+    ref: tuple  # (t, f): the end that left the bracket last (the cubic's third point)
+    safe: tuple  # (t, f, df, aux): a step with sufficient decrease (t = 0: none yet)
     nonfinite: jax.Array
 
 
-def _cubic_min(a, fa, da, b, fb, db):
-    """Minimiser of the cubic interpolating ``(a, fa, da)`` and ``(b, fb, db)`` (Nocedal &
+def _cubic_min(a, fa, da, b, fb, c, fc):
+    """Minimiser of the cubic ``p`` with ``p(a) = fa``, ``p'(a) = da``, ``p(b) = fb`` and
+    ``p(c) = fc`` (NaN or inf when it has none).
+
+    With ``p(a + u) = A u³ + B u² + da u + fa`` the two conditions at ``b`` and ``c`` are linear
+    in ``(A, B)``; the minimiser is the root ``u = (−B + √(B² − 3 A da)) / (3A)`` of ``p'``.
+    """
+    db, dc = b - a, c - a
+    rb = fb - fa - da * db
+    rc = fc - fa - da * dc
+    det = (db * dc) ** 2 * (db - dc)
+    cube = (dc**2 * rb - db**2 * rc) / det
+    square = (db**3 * rc - dc**3 * rb) / det
+    return a + (-square + jnp.sqrt(square * square - 3.0 * cube * da)) / (3.0 * cube)
+
+
+def _hermite_cubic_min(a, fa, da, b, fb, db):
+    """Minimiser of the cubic interpolating values and slopes at ``a`` and ``b`` (Nocedal &
     Wright, eq. 3.59); NaN when the cubic has no minimiser."""
     d1 = da + db - 3.0 * (fa - fb) / (a - b)
     disc = d1 * d1 - da * db
     d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(disc >= 0, disc, jnp.nan))
     return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
+
+
+def _quadratic_min(a, fa, da, b, fb):
+    """Minimiser of the parabola ``p`` with ``p(a) = fa``, ``p'(a) = da`` and ``p(b) = fb``:
+    ``a − da / (2B)`` with ``B = (fb − fa − da (b − a)) / (b − a)²``."""
+    db = b - a
+    curv = (fb - fa - da * db) / (db * db)
+    return a - da / (2.0 * curv)
 
 
 def _zoom_search(
@@ -361,137 +442,185 @@ def _zoom_search(
     c2: Any,
     approx_dec_rtol: Any,
     stepsize_precision: Any,
+    kinked: bool = False,
 ) -> tuple[jax.Array, jax.Array, Any, ZoomLinesearchInfo]:
-    """Strong-Wolfe line search on ``φ(t)`` (Nocedal & Wright, Algorithms 3.5 and 3.6).
+    """Strong-Wolfe line search on ``φ(t)`` (Nocedal & Wright, Algorithms 3.5 and 3.6); see
+    :class:`scale_by_zoom_linesearch` for the rules.
 
-    ``evaluate(t) -> (φ(t), ∇f at the trial point, φ'(t))``. One evaluation per loop iteration
-    (a single ``lax.while_loop``): the bracketing phase grows ``t`` by ``increase_factor`` until
-    a bracket is found, then the zoom phase shrinks it with safeguarded cubic interpolation.
-    Returns ``(step, value, grad, info)``.
+    ``kinked=False`` chooses the zoom trials as optax does (the cubic through three values and
+    one slope, else the parabola, else the midpoint) and stops on a bracket narrower than
+    ``stepsize_precision``. ``kinked=True`` is for a ``φ`` with kinks (the projected search of
+    :func:`gradtx.minimize`, where variables reach their bounds): the cubic through both ends'
+    values and slopes (eq. 3.59), kept in the middle 80% of the bracket, else the midpoint, and
+    the search stops as soon as the bracket (after the trial) is narrower than
+    ``stepsize_precision`` times its right end, so that a step next to a kink is located to
+    relative precision.
+
+    ``evaluate(t) -> (φ(t), aux, φ'(t))``, where ``aux`` (the gradient at the trial point)
+    has the structure and dtypes of ``grad0``. One evaluation per iteration of a single
+    ``lax.while_loop``. The scalars are carried in the compute dtype of ``value0`` (float32 for
+    float16/bfloat16) and every hyperparameter is cast to it, so the carry's dtypes do not
+    depend on the hyperparameters' dtypes. Returns ``(step, value, aux, info)``.
     """
-    dt = value0.dtype
+    dt = tree_lib.compute_dtype(tree_lib.real_dtype(jnp.result_type(value0)))
+    value0 = jnp.asarray(value0, dt)
+    slope0 = jnp.asarray(slope0, dt)
+    t0 = jnp.asarray(t0, dt)
+    tol, c1, c2, grow, precision = (
+        jnp.asarray(h, dt) for h in (tol, c1, c2, increase_factor, stepsize_precision)
+    )
     inf = jnp.asarray(jnp.inf, dt)
     zero = jnp.zeros([], dt)
     descent = jnp.isfinite(slope0) & (slope0 < 0) & jnp.isfinite(value0)
     max_t = inf if max_stepsize is None else jnp.asarray(max_stepsize, dt)
 
-    def conditions(t, f, df):
-        armijo = f <= value0 + c1 * t * slope0 + tol
+    def errors(t, f, df):
+        """``(decrease error, curvature error)``: how far each condition is from holding."""
+        dec = f - value0 - c1 * t * slope0  # Armijo
         if approx_dec_rtol is not None:  # Hager & Zhang's approximate Wolfe, for flat tails
-            near = f <= value0 + approx_dec_rtol * jnp.abs(value0)
-            armijo = armijo | (near & (df <= (2.0 * c1 - 1.0) * slope0 + tol))
-        curv = jnp.abs(df) <= c2 * jnp.abs(slope0) + tol
-        return armijo, curv
+            approx = jnp.maximum(
+                df - (2.0 * c1 - 1.0) * slope0,
+                f - value0 - jnp.asarray(approx_dec_rtol, dt) * jnp.abs(value0),
+            )
+            dec = jnp.minimum(dec, approx)
+        finite = jnp.isfinite(f) & jnp.isfinite(df)
+        dec = jnp.where(finite & ~jnp.isnan(dec), jnp.maximum(dec, 0.0), inf)
+        curv = jnp.maximum(jnp.abs(df) - c2 * jnp.abs(slope0), 0.0)
+        curv = jnp.where(jnp.isnan(curv), inf, curv)
+        return dec, curv
+
+    def pick(cond, a, b):
+        return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
 
     def body(s: _Zoom) -> _Zoom:
-        t = s.t
-        f, g, df = evaluate(t)
-        f = jnp.asarray(f, dt)
-        df = jnp.asarray(df, dt)
-        finite = jnp.isfinite(f) & jnp.isfinite(df)
-        armijo, curv = conditions(t, f, df)
-        armijo = armijo & finite
-        accept = armijo & curv
-        take = accept | (armijo & (f < s.best[1]))
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), (t, f, g, df), s.best)
-        pt = (t, f, df)
-        # Bracketing phase (Algorithm 3.5).
-        up_hi = (~armijo) | ((s.k > 0) & (f >= s.prev[1]))
-        up_lo = (~up_hi) & (~accept) & (df >= 0)
-        at_max = t >= max_t
-        b_done = accept | ((~up_hi) & (~up_lo) & at_max)  # cannot grow further: keep t
-        b_zoom = (~b_done) & (up_hi | up_lo)
-        b_lo = jax.tree_util.tree_map(lambda p, q: jnp.where(up_hi, p, q), s.prev, pt)
-        b_hi = jax.tree_util.tree_map(lambda p, q: jnp.where(up_hi, p, q), pt, s.prev)
-        # Zoom phase (Algorithm 3.6).
-        z_hi_move = (~armijo) | (f >= s.lo[1])
-        z_done = (~z_hi_move) & accept
-        flip = (~z_hi_move) & (df * (s.hi[0] - s.lo[0]) >= 0)
-        z_lo = jax.tree_util.tree_map(lambda p, q: jnp.where(z_hi_move, q, p), pt, s.lo)
-        z_hi = jax.tree_util.tree_map(
-            lambda p, lo, hi: jnp.where(z_hi_move, p, jnp.where(flip, lo, hi)), pt, s.lo, s.hi
-        )
-        zooming = s.zooming | b_zoom
-        done = jnp.where(s.zooming, z_done, b_done)
-        lo = jax.tree_util.tree_map(
-            lambda z, b, o: jnp.where(s.zooming, z, jnp.where(b_zoom, b, o)), z_lo, b_lo, s.lo
-        )
-        hi = jax.tree_util.tree_map(
-            lambda z, b, o: jnp.where(s.zooming, z, jnp.where(b_zoom, b, o)), z_hi, b_hi, s.hi
-        )
-        # Next trial.
-        (a, fa, da), (b, fb, db) = lo, hi
+        # The next trial: the growing step while bracketing, an interpolant's minimiser while
+        # zooming (the cubic through lo, hi and ref, else the parabola through lo and hi, each
+        # only well inside the bracket, else the midpoint).
+        (a, fa, da), (b, fb, db) = s.lo, s.hi
         width = jnp.abs(b - a)
-        c = _cubic_min(a, fa, da, b, fb, db)
         left, right = jnp.minimum(a, b), jnp.maximum(a, b)
-        ok_c = jnp.isfinite(c) & (c > left + 0.1 * width) & (c < right - 0.1 * width)
-        t_zoom = jnp.where(ok_c, c, 0.5 * (a + b))
-        t_grow = jnp.minimum(t * increase_factor, max_t)
-        t_next = jnp.where(zooming, t_zoom, t_grow)
-        # A bracket narrower than the precision ends the search at the safe step.
-        tiny = zooming & (width <= stepsize_precision * jnp.maximum(right, 1e-30))
-        stop_safe = (~done) & tiny & (best[0] > 0)
+
+        def inside(x, margin):
+            return (x > left + margin * width) & (x < right - margin * width)
+
+        if kinked:
+            cubic = _hermite_cubic_min(a, fa, da, b, fb, db)
+            t_zoom = jnp.where(inside(cubic, 0.1), cubic, 0.5 * (a + b))
+        else:
+            cubic = _cubic_min(a, fa, da, b, fb, *s.ref)
+            quad = _quadratic_min(a, fa, da, b, fb)
+            t_zoom = jnp.where(
+                inside(cubic, 0.2), cubic, jnp.where(inside(quad, 0.1), quad, 0.5 * (a + b))
+            )
+        t_grow = jnp.where(s.k == 0, t0, grow * s.last[0])
+        at_max = t_grow >= max_t
+        t = jnp.where(s.zooming, t_zoom, jnp.minimum(t_grow, max_t))
+        too_narrow = width <= precision
+
+        f, aux, df = evaluate(t)
+        f, df = jnp.asarray(f, dt), jnp.asarray(df, dt)
+        dec, curv = errors(t, f, df)
+        decrease = dec <= tol
+        done = jnp.maximum(dec, curv) <= tol
+        new = (t, f, df)
+
+        # Bracketing (Algorithm 3.5): the trial is too long (no sufficient decrease, or not
+        # below the previous trial) or the slope has turned: a bracket is found.
+        b_hi = (dec > 0) | ((s.k > 0) & (f >= s.last[1]))
+        b_lo = (~b_hi) & (df >= 0)
+        found = b_hi | b_lo | done
+        b_lo_pt = pick(b_lo, new, s.last)
+        b_hi_pt = pick(b_lo, s.last, new)
+        # Zooming (Algorithm 3.6): a trial that is too long replaces hi; else it becomes lo,
+        # and the old lo becomes hi when the trial's slope points towards hi.
+        z_hi = (dec > 0) | (f >= fa)
+        z_flip = (~z_hi) & (df * (b - a) >= 0)
+        z_lo_pt = pick(z_hi, s.lo, new)
+        z_hi_pt = pick(z_hi, new, pick(z_flip, s.lo, s.hi))
+        z_ref = pick(z_hi | z_flip, s.hi[:2], s.lo[:2])
+
+        # The safe step: while bracketing the latest trial with sufficient decrease; while
+        # zooming, one with sufficient decrease and a lower value.
+        take = decrease & ((~s.zooming) | (f < s.safe[1]))
+        safe = pick(take, (t, f, df, aux), s.safe)
+        lo = pick(s.zooming, z_lo_pt, b_lo_pt)
+        hi = pick(s.zooming, z_hi_pt, b_hi_pt)
+        zooming = s.zooming | found
+        if kinked:  # the bracket after this trial, relative to its right end
+            after = jnp.abs(hi[0] - lo[0])
+            too_narrow = after <= precision * jnp.maximum(jnp.maximum(lo[0], hi[0]), 1e-30)
+            narrow_stop = zooming & too_narrow
+        else:  # the bracket the trial was taken in (optax)
+            narrow_stop = s.zooming & too_narrow
+        stop = (~done) & ((narrow_stop & (safe[0] > 0)) | ((~s.zooming) & at_max & ~found))
         return _Zoom(
             k=s.k + 1,
-            t=t_next.astype(dt),
             zooming=zooming,
-            done=done | stop_safe,
-            prev=pt,
+            done=done,
+            stop=stop,
+            last=new,
+            last_aux=aux,
             lo=lo,
             hi=hi,
-            best=best,
-            nonfinite=s.nonfinite | ~finite,
+            ref=pick(s.zooming, z_ref, b_lo_pt[:2]),
+            safe=safe,
+            nonfinite=s.nonfinite | ~(jnp.isfinite(f) & jnp.isfinite(df)),
         )
 
     def cond(s: _Zoom):
-        return descent & (~s.done) & (s.k < max_steps)
+        return descent & (~s.done) & (~s.stop) & (s.k < max_steps)
 
     start = (zero, value0, slope0)
     init = _Zoom(
         k=jnp.zeros([], jnp.int32),
-        t=jnp.minimum(jnp.asarray(t0, dt), max_t),
         zooming=jnp.asarray(False),
         done=jnp.asarray(False),
-        prev=start,
+        stop=jnp.asarray(False),
+        last=start,
+        last_aux=grad0,
         lo=start,
         hi=start,
-        best=(zero, value0, grad0, slope0),
+        ref=start[:2],
+        safe=(zero, value0, slope0, grad0),
         nonfinite=jnp.asarray(False),
     )
     s = jax.lax.while_loop(cond, body, init)
-    # The accepted step (both conditions), else the best with sufficient decrease, else 0.
-    step, value, grad, slope = s.best
+    # The accepted step (both conditions), else the safe step (sufficient decrease), else 0.
+    step, value, slope, aux = pick(s.done, (*s.last, s.last_aux), s.safe)
     found = step > 0
-    curv_err = jnp.where(found, jnp.abs(slope) - c2 * jnp.abs(slope0) - tol, inf)
+    dec_err, curv_err = errors(step, value, slope)
+    dec_err = jnp.where(found, dec_err, inf)
+    curv_err = jnp.where(found, curv_err, inf)
     status = jnp.where(
         ~descent,
         LinesearchStatus.NOT_DESCENT_DIRECTION,
         jnp.where(
             s.done,
+            LinesearchStatus.SUCCESS,
             jnp.where(
-                curv_err <= 0, LinesearchStatus.SUCCESS, LinesearchStatus.SUFFICIENT_DECREASE_ONLY
-            ),
-            jnp.where(
-                (~found) & s.nonfinite,
-                LinesearchStatus.NON_FINITE_VALUE,
-                LinesearchStatus.MAX_STEPS_REACHED,
+                s.stop,
+                LinesearchStatus.SUFFICIENT_DECREASE_ONLY,
+                jnp.where(
+                    (~found) & s.nonfinite,
+                    LinesearchStatus.NON_FINITE_VALUE,
+                    LinesearchStatus.MAX_STEPS_REACHED,
+                ),
             ),
         ),
     ).astype(jnp.int32)
-    dec_err = jnp.where(found, zero, inf)
     info = ZoomLinesearchInfo(
         num_linesearch_steps=s.k,
         decrease_error=dec_err,
-        curvature_error=jnp.maximum(curv_err, 0.0),
+        curvature_error=curv_err,
         status=status,
     )
-    return step, value, grad, info
+    return step, value, aux, info
 
 
 @transform
 class scale_by_zoom_linesearch(GradientTransformation):
     """Zoom line search: a step satisfying the strong Wolfe conditions (Nocedal & Wright,
-    Algorithms 3.5 and 3.6).
+    Algorithms 3.5 and 3.6), with optax's rules for choosing the trials.
 
     With ``φ(η) = f(θ + η d)``:
 
@@ -499,16 +628,44 @@ class scale_by_zoom_linesearch(GradientTransformation):
         φ(η) \\le φ(0) + c_1 η φ'(0) + \\text{tol}\\quad\\text{(sufficient decrease)},\\qquad
         |φ'(η)| \\le c_2 |φ'(0)| + \\text{tol}\\quad\\text{(curvature)}.
 
-    Bracketing multiplies the trial step by ``increase_factor`` until ``[lo, hi]`` contains
-    an acceptable step; zooming shrinks the bracket with safeguarded cubic interpolation
-    (bisection when the cubic minimiser falls within 10% of an end). Where values are flat to
-    machine precision (``φ(η) <= φ(0) + approx_dec_rtol |φ(0)|``) the decrease condition may be
-    met by Hager & Zhang's approximate form ``φ'(η) <= (2c_1 − 1) φ'(0)``. A trial with a
-    non-finite value is treated as too long. When the budget runs out the best step with
-    sufficient decrease is returned (or 0); ``info.status`` reports not-a-descent-direction,
-    max-steps-reached and non-finite-value failures, and ``SUFFICIENT_DECREASE_ONLY`` when the
-    search stops at ``max_learning_rate`` or within ``stepsize_precision`` at a step whose
-    curvature condition fails (``SUCCESS`` always means both conditions hold). The update is
+    Where values are flat to rounding (``φ(η) <= φ(0) + approx_dec_rtol |φ(0)| + tol``) the
+    decrease condition may instead be met by Hager & Zhang's approximate form
+    ``φ'(η) <= (2c_1 − 1) φ'(0) + tol``.
+
+    *Bracketing* (Algorithm 3.5) tries ``η_0`` (1, or the previous search's step with
+    ``initial_guess_strategy="keep"``), then multiplies the trial by ``increase_factor``
+    (capped at ``max_learning_rate``) until a trial is too long (no sufficient decrease, or a
+    value not below the previous trial's: the bracket is [previous, trial]) or has
+    ``φ' >= 0`` (the bracket is [trial, previous]). *Zooming* (Algorithm 3.6) keeps a bracket
+    ``[lo, hi]``, ``lo`` having sufficient decrease and the lower value, and tries the
+    minimiser of the cubic through ``φ(lo), φ'(lo), φ(hi)`` and the value at the end that left
+    the bracket last, if it lies in the middle 60% of the bracket; else the minimiser of the
+    parabola through ``φ(lo), φ'(lo), φ(hi)`` if it lies in the middle 80%; else the midpoint.
+    A trial that is too long (as above, against ``lo``) becomes ``hi``; otherwise it becomes
+    ``lo``, and the old ``lo`` becomes ``hi`` when ``φ'(trial) (hi − lo) >= 0``. A trial with a
+    non-finite value or slope is too long.
+
+    Differences from the book's algorithm, as in optax: a trial meeting both conditions ends
+    the search even when its value is not below the previous trial's (bracketing) or
+    ``φ(lo)`` (zooming), so both conditions always hold at a ``SUCCESS`` step; the
+    interpolation is the cubic/parabola rule above (SciPy's ``zoom`` uses the same). When the
+    bracket is narrower than ``stepsize_precision`` (an absolute width) and a step with
+    sufficient decrease is known, the search stops there; at ``max_learning_rate`` without a
+    bracket it stops at ``max_learning_rate``. Both end with ``SUFFICIENT_DECREASE_ONLY``; the
+    safe step is the latest trial with sufficient decrease found while bracketing, replaced
+    while zooming by one with a lower value.
+
+    Differences from optax, on purpose: a direction that is not a descent direction is not
+    searched (step 0, ``NOT_DESCENT_DIRECTION``); when the budget runs out the step is the
+    safe one, or 0 (optax takes the last trial even without sufficient decrease, which can
+    increase ``f``); and with ``"keep"`` a failed search leaves the previous step as the next
+    initial guess (optax's would be 0).
+
+    ``slope_rtol=0`` asks for simple decrease; ``curv_rtol=math.inf`` drops the curvature
+    condition (the search then only looks for sufficient decrease, by interpolation);
+    ``increase_factor=math.inf`` jumps from ``η_0`` straight to ``max_learning_rate`` (which
+    must then be given). The scalars are computed in float32 at least (float16/bfloat16
+    parameters are promoted) whatever the dtypes of the hyperparameters. The update is
     ``η d``; the value and gradient at the accepted point are stored for
     :func:`value_and_grad_from_state`.
 
@@ -516,15 +673,19 @@ class scale_by_zoom_linesearch(GradientTransformation):
         max_linesearch_steps: most value-and-gradient evaluations per search.
         max_learning_rate: largest step tried (``None``: unbounded).
         tol: absolute slack in both conditions.
-        increase_factor: growth of the step while bracketing (> 1).
-        slope_rtol: ``c_1``, in (0, 1).
-        curv_rtol: ``c_2``, in (c_1, 1).
+        increase_factor: growth of the step while bracketing (> 1, or ``math.inf``).
+        slope_rtol: ``c_1``, in [0, 1).
+        curv_rtol: ``c_2`` in (0, 1), normally above ``c_1`` (``math.inf``: no curvature
+            condition).
         approx_dec_rtol: relative band for the approximate decrease condition (``None``: off).
-        stepsize_precision: stop zooming when the bracket is narrower than this (relative)
-            and a step with sufficient decrease is known.
+        stepsize_precision: stop zooming when the bracket is narrower than this and a step
+            with sufficient decrease is known.
         initial_guess_strategy: ``"one"`` (start at 1, right for quasi-Newton directions) or
             ``"keep"`` (start from the previous step).
         verbose: print the outcome of searches that fail.
+
+    ``update`` takes the keyword arguments ``value``, ``grad`` and ``value_fn``; any other
+    keyword argument is passed to ``value_fn``, and one it does not accept is a ``TypeError``.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -558,9 +719,16 @@ class scale_by_zoom_linesearch(GradientTransformation):
         if self.max_learning_rate is not None:
             check_range(o, "max_learning_rate", self.max_learning_rate, low=0, low_open=True)
         check_nonnegative(o, "tol", self.tol)
-        check_range(o, "increase_factor", self.increase_factor, low=1, low_open=True)
-        check_range(o, "slope_rtol", self.slope_rtol, low=0, high=1, low_open=True, high_open=True)
-        check_range(o, "curv_rtol", self.curv_rtol, low=0, high=1, low_open=True, high_open=True)
+        _check_allowing_inf(o, "increase_factor", self.increase_factor, low=1, low_open=True)
+        if self.max_learning_rate is None and _has_inf(self.increase_factor):
+            raise ValueError(
+                f"{o}: increase_factor=inf needs max_learning_rate (the step it jumps to), "
+                "got max_learning_rate=None"
+            )
+        check_range(o, "slope_rtol", self.slope_rtol, low=0, high=1, high_open=True)
+        _check_allowing_inf(
+            o, "curv_rtol", self.curv_rtol, low=0, high=1, low_open=True, high_open=True
+        )
         if self.approx_dec_rtol is not None:
             check_nonnegative(o, "approx_dec_rtol", self.approx_dec_rtol)
         check_nonnegative(o, "stepsize_precision", self.stepsize_precision)
@@ -589,20 +757,21 @@ class scale_by_zoom_linesearch(GradientTransformation):
     ):
         owner = "scale_by_zoom_linesearch"
         _require(owner, value, grad, value_fn)
-        fn = _bind(value_fn, extra_args)
+        fn = _bind(owner, value_fn, extra_args)
         dt = state.value.dtype
+        cd = tree_lib.compute_dtype(dt)
         vg = jax.value_and_grad(fn)
 
         def evaluate(t):
             v, g = vg(_add_scaled(params, t, updates))
             g = tree_lib.tree_cast_like(g, state.grad)
-            return v, g, _slope(updates, g)
+            return v, g, _slope(updates, g, cd)
 
         t0 = 1.0 if self.initial_guess_strategy == "one" else state.learning_rate
         step, new_value, new_grad, info = _zoom_search(
             evaluate,
-            jnp.asarray(value, dt),
-            _slope(updates, grad).astype(dt),
+            jnp.asarray(value, cd),
+            _slope(updates, grad, cd),
             tree_lib.tree_cast_like(grad, state.grad),
             t0,
             max_steps=self.max_linesearch_steps,
@@ -617,9 +786,22 @@ class scale_by_zoom_linesearch(GradientTransformation):
         if self.verbose:
             _report_failure(owner, info.status, info.num_linesearch_steps)
         lr = jnp.where(step > 0, step, state.learning_rate).astype(dt)
-        return tree_lib.tree_scale(step, updates), ScaleByZoomLinesearchState(
-            learning_rate=lr, value=new_value, grad=new_grad, info=info
+        info = info._replace(
+            decrease_error=info.decrease_error.astype(dt),
+            curvature_error=info.curvature_error.astype(dt),
         )
+        return tree_lib.tree_scale(step, updates), ScaleByZoomLinesearchState(
+            learning_rate=lr, value=new_value.astype(dt), grad=new_grad, info=info
+        )
+
+
+def _has_inf(value: Any) -> bool:
+    """Whether a concrete value is, or contains, ``+inf``."""
+    x = concrete_float(value)
+    if x is not None:
+        return x == math.inf
+    arr = _concrete_array(value)
+    return arr is not None and bool(np.isposinf(arr).any())
 
 
 def value_and_grad_from_state(

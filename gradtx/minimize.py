@@ -254,6 +254,7 @@ def _solve(fun, x0, args, bounds, options, *, memory_size, print_every):
             c2=zoom.curv_rtol,
             approx_dec_rtol=zoom.approx_dec_rtol,
             stepsize_precision=zoom.stepsize_precision,
+            kinked=True,  # φ has kinks where variables reach their bounds
         )
         x_new = proj(x + step * d)
         sv, yv = x_new - x, g_new - g

@@ -87,22 +87,76 @@ def test_matches_optax_scale_by_lbfgs_on_a_pytree(x64):
         )
 
 
-def test_pair_with_negative_curvature_is_skipped(x64):
+def test_pair_with_negative_curvature_is_kept_like_optax(x64):
+    """Every step's pair enters the memory, as in optax: one with <s, y> < 0 (H indefinite),
+    and one with s = y = 0 (a step of 0, which stores ρ = 0 and resets γ to 1)."""
     A, b = _quadratic(5, 4)
     rng = np.random.default_rng(5)
-    tx = gradtx.scale_by_lbfgs(memory_size=4)
-    state = tx.init(jnp.zeros(5))
+    ours, theirs = gradtx.scale_by_lbfgs(memory_size=4), optax.scale_by_lbfgs(memory_size=4)
+    s_ours, s_theirs = ours.init(jnp.zeros(5)), theirs.init(jnp.zeros(5))
     x0, x1 = rng.normal(size=5), rng.normal(size=5)
     g0, g1 = A @ x0 - b, A @ x1 - b
-    _, state = tx.update(jnp.asarray(g0), state, jnp.asarray(x0))
-    _, state = tx.update(jnp.asarray(g1), state, jnp.asarray(x1))
-    # A gradient that makes <s, y> < 0 for the next pair: its pair must not be stored.
+    # A gradient that makes <s, y> < 0 for the third pair.
     x2 = x1 + 0.1 * rng.normal(size=5)
     g2 = g1 - 3.0 * (x2 - x1)
     assert (x2 - x1) @ (g2 - g1) < 0
-    d, state = tx.update(jnp.asarray(g2), state, jnp.asarray(x2))
-    assert int(state.num_pairs) == 1
-    np.testing.assert_allclose(np.asarray(d), _np_direction(g2, [(x1 - x0, g1 - g0)]), rtol=1e-10)
+    pairs = [(x1 - x0, g1 - g0), (x2 - x1, g2 - g1)]
+    refs = [None, _np_direction(g1, pairs[:1]), _np_direction(g2, pairs)]
+    # The same point again: s = y = 0, a no-op pair; H_4 = the pairs above from γ = 1.
+    refs.append(_np_direction(g2, pairs, scale_init=False))
+    for k, (x, g) in enumerate([(x0, g0), (x1, g1), (x2, g2), (x2, g2)]):
+        d, s_ours = ours.update(jnp.asarray(g), s_ours, jnp.asarray(x))
+        d_theirs, s_theirs = theirs.update(jnp.asarray(g), s_theirs, jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(d), np.asarray(d_theirs), rtol=1e-10, atol=1e-13)
+        if refs[k] is not None:
+            np.testing.assert_allclose(np.asarray(d), refs[k], rtol=1e-10, atol=1e-13)
+    assert int(s_ours.num_pairs) == 3
+    np.testing.assert_allclose(np.asarray(s_ours.weights_memory)[:3], [
+        1.0 / (pairs[0][0] @ pairs[0][1]), 1.0 / (pairs[1][0] @ pairs[1][1]), 0.0
+    ], rtol=1e-12)  # fmt: skip
+
+
+def _np_himmelblau_grad(x):
+    a, b = x[0] ** 2 + x[1] - 11.0, x[0] + x[1] ** 2 - 7.0
+    return np.array([4.0 * x[0] * a + 2.0 * b, 2.0 * a + 4.0 * x[1] * b])
+
+
+# Himmelblau's four minimisers (f = 0), to 6 decimals.
+_HIMMELBLAU_MINIMA = np.array(
+    [[3.0, 2.0], [-2.805118, 3.131312], [-3.779310, -3.283186], [3.584428, -1.848126]]
+)
+
+
+def test_without_linesearch_matches_optax_on_himmelblau(x64):
+    """lbfgs(linesearch=None): x ← x − α H_k ∇f, with every step's pair stored (negative
+    curvature included) as optax does. From these starts the iterates pass through regions of
+    negative curvature (checked below in NumPy) and still converge to a minimiser, exactly as
+    optax's do."""
+
+    def f(x):
+        return (x[0] ** 2 + x[1] - 11.0) ** 2 + (x[0] + x[1] ** 2 - 7.0) ** 2
+
+    def run(opt, x0):
+        def step(x_state, _):
+            x, state = x_state
+            v, g = jax.value_and_grad(f)(x)
+            u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+            return (x + u, state), x + u
+
+        return np.asarray(jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, 600)[1])(x0))
+
+    for start in [(-2.0, -2.0), (0.0, 3.0), (-3.0, -1.0), (0.0, -3.0)]:
+        x0 = jnp.asarray(start)
+        xs = run(gradtx.lbfgs(learning_rate=0.05, linesearch=None), x0)
+        xs_optax = run(optax.lbfgs(learning_rate=0.05, linesearch=None), x0)
+        np.testing.assert_allclose(xs, xs_optax, rtol=1e-5, atol=1e-8, err_msg=str(start))
+        path = np.vstack([start, xs])
+        grads = np.array([_np_himmelblau_grad(p) for p in path])
+        sy = np.sum(np.diff(path, axis=0) * np.diff(grads, axis=0), axis=1)
+        assert (sy < 0).any(), start  # a pair of negative curvature was stored
+        assert np.linalg.norm(grads[-1]) < 1e-3, start
+        nearest = np.min(np.linalg.norm(_HIMMELBLAU_MINIMA - xs[-1], axis=1))
+        assert nearest < 1e-5, (start, xs[-1])
 
 
 def _optax_style_loop(opt, f, x0, steps, *, gradtx_vg=True):
@@ -145,6 +199,106 @@ def test_same_iterates_as_optax_with_backtracking(x64):
     np.testing.assert_allclose(xs_ours, xs_theirs, rtol=1e-12, atol=1e-14)
     w_star = np.asarray(gradtx.minimize(f, x0, gtol=1e-12, ftol=0.0).x)
     np.testing.assert_allclose(xs_ours[-1], w_star, rtol=1e-7, atol=1e-8)
+
+
+def _np_rosen(x):
+    return float(np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
+
+
+def _np_rosen_grad(x):
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return g
+
+
+def _conditioned_quadratic(n, seed, cond):
+    """``A = Q diag(eigenvalues from 1 to cond) Qᵀ`` with a random rotation ``Q``, and ``b``."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return q @ np.diag(np.logspace(0.0, np.log10(cond), n)) @ q.T, rng.normal(size=n)
+
+
+_Q_A, _Q_B = _conditioned_quadratic(20, 7, 100.0)  # L-BFGS needs ~50 iterations here
+
+
+def _np_quad(x):
+    return float(0.5 * x @ _Q_A @ x - _Q_B @ x)
+
+
+def _np_quad_grad(x):
+    return _Q_A @ x - _Q_B
+
+
+_ZOOM_PROBLEMS = {
+    "rosenbrock-2d": (_rosen, _np_rosen, _np_rosen_grad, np.array([-1.2, 1.0])),
+    "rosenbrock-10d": (_rosen, _np_rosen, _np_rosen_grad, np.zeros(10)),
+    "quadratic-20d": (
+        lambda x: 0.5 * x @ (jnp.asarray(_Q_A) @ x) - jnp.asarray(_Q_B) @ x,
+        _np_quad,
+        _np_quad_grad,
+        np.zeros(20),
+    ),
+}
+
+
+def test_default_zoom_lbfgs_gives_optax_iterates(x64):
+    """The optax L-BFGS notebook's loop (default zoom search, value_and_grad_from_state): the
+    same iterates, step sizes and evaluation counts as optax for 50 iterations, every
+    successful step meeting the strong Wolfe conditions (c1 = 1e-4, c2 = 0.9; checked in
+    float64 NumPy; or Hager & Zhang's approximate decrease where f is flat to 1e-6 |f|), and
+    the iterates reaching the minimiser. (On the quadratic every interpolant is exact, so any
+    zoom rule gives these steps; the Rosenbrock problems tell the rules apart.)"""
+    for problem in sorted(_ZOOM_PROBLEMS):
+        _check_zoom_lbfgs_against_optax(problem)
+
+
+def _check_zoom_lbfgs_against_optax(problem):
+    f, np_f, np_grad, x0 = _ZOOM_PROBLEMS[problem]
+    steps = 50
+
+    def run(lib):
+        opt = lib.lbfgs()
+        vg = lib.value_and_grad_from_state(f)
+
+        def step(carry, _):
+            x, state = carry
+            v, g = vg(x, state=state)
+            u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+            ls = state[-1]
+            info = (ls.learning_rate, ls.info.num_linesearch_steps, getattr(ls.info, "status", 0))
+            return (x + u, state), (x + u, *info)
+
+        loop = jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=steps)[1])
+        return jax.tree_util.tree_map(np.asarray, loop(jnp.asarray(x0)))
+
+    xs, etas, evals, status = run(gradtx)
+    xs_optax, etas_optax, evals_optax, _ = run(optax)
+    np.testing.assert_allclose(xs, xs_optax, rtol=1e-7, atol=1e-10)
+    # The searches agree while f is not flat to rounding (|∇f| > 1e-6; past that their
+    # decisions compare values equal to the last bits, and once ∇f = 0 gradtx evaluates
+    # nothing, NOT_DESCENT_DIRECTION, where optax evaluates once).
+    path = np.vstack([x0, xs])
+    live = np.array([np.abs(np_grad(x)).max() > 1e-6 for x in path[:-1]])
+    assert live[:20].all()
+    np.testing.assert_allclose(etas[live], etas_optax[live], rtol=1e-7)
+    np.testing.assert_array_equal(evals[live], evals_optax[live])
+    assert (status[:20] == gradtx.LinesearchStatus.SUCCESS).all()
+    for k in np.flatnonzero(status == gradtx.LinesearchStatus.SUCCESS):
+        x, x1, eta = path[k], path[k + 1], etas[k]
+        d = (x1 - x) / eta
+        s0, s1 = np_grad(x) @ d, np_grad(x1) @ d
+        f0, f1 = np_f(x), np_f(x1)
+        armijo = f1 <= f0 + 1e-4 * eta * s0 + 1e-12 * abs(f0)
+        approx = f1 <= f0 + 1e-6 * abs(f0) and s1 <= (2e-4 - 1.0) * s0 + 1e-9 * abs(s0)
+        assert s0 < 0 and (armijo or approx), (problem, k)
+        assert abs(s1) <= 0.9 * abs(s0) * (1 + 1e-9) + 1e-12, (problem, k)
+    if problem == "quadratic-20d":
+        np.testing.assert_allclose(xs[-1], np.linalg.solve(_Q_A, _Q_B), atol=1e-4)
+    elif problem == "rosenbrock-2d":
+        np.testing.assert_allclose(xs[-1], [1.0, 1.0], atol=1e-10)
+    else:
+        assert np_f(xs[-1]) < 1e-3 < np_f(xs[29])
 
 
 def test_user_loop_gives_the_iterates_of_minimize(x64):

@@ -3,6 +3,8 @@ backtracking search matches optax's, and every failure mode is reported in the s
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -296,3 +298,203 @@ def test_default_lbfgs_steps_satisfy_what_their_status_claims(x64, problem):
                 float(st.info.curvature_error), curvature_error, rtol=1e-6, atol=slack
             )
     assert LinesearchStatus.SUCCESS in seen
+
+
+# ----------------------------------------------------------------------------------------------
+# optax's settings, dtypes and keyword arguments.
+
+
+def _np_backtracking(np_f, x, d, g, prev, *, c, beta, gamma, max_lr, steps):
+    """Algorithm 3.1 written plainly: the first η of η_0, βη_0, ... with Armijo decrease."""
+    eta = max_lr if math.isinf(gamma) else min(gamma * prev, max_lr)
+    f0, slope = np_f(x), g @ d
+    for k in range(steps + 1):
+        if k:
+            eta *= beta
+        if np_f(x + eta * d) <= f0 + c * eta * slope:
+            return eta
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(slope_rtol=0.0),
+        dict(increase_factor=math.inf),
+        dict(increase_factor=math.inf, max_learning_rate=0.01),
+        dict(max_learning_rate=10.0),  # the first search starts from 1 * increase_factor
+        dict(slope_rtol=0.0, increase_factor=math.inf, max_learning_rate=3.0, decrease_factor=0.5),
+    ],
+    ids=["c=0", "inf", "inf-capped", "max10", "all"],
+)
+def test_backtracking_takes_optax_settings(x64, kwargs):
+    """slope_rtol=0 (simple decrease) and increase_factor=math.inf (start every search at
+    max_learning_rate), as optax documents them: optax's steps, and the NumPy Algorithm 3.1."""
+    ours = gradtx.chain(gradtx.scale(-1.0), gradtx.scale_by_backtracking_linesearch(30, **kwargs))
+    theirs = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(30, **kwargs))
+    runs_ours = _run(ours, _rosen, jnp.zeros(4), 20)
+    runs_theirs = _run(theirs, _rosen, jnp.zeros(4), 20)
+    settings = dict(
+        c=kwargs.get("slope_rtol", 1e-4),
+        beta=kwargs.get("decrease_factor", 0.8),
+        gamma=kwargs.get("increase_factor", 1.5),
+        max_lr=kwargs.get("max_learning_rate", 1.0),
+        steps=30,
+    )
+    prev = 1.0
+    for (x, u, st, _), (_, u_theirs, st_theirs, _) in zip(runs_ours, runs_theirs, strict=True):
+        assert int(st.info.status) == LinesearchStatus.SUCCESS
+        np.testing.assert_allclose(u, u_theirs, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(float(st.learning_rate), float(st_theirs.learning_rate))
+        g = _np_rosen_grad(x)
+        eta = _np_backtracking(_np_rosen, x, -g, g, prev, **settings)
+        np.testing.assert_allclose(float(st.learning_rate), eta, rtol=1e-12)
+        prev = eta
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(slope_rtol=0.0),
+        dict(curv_rtol=math.inf),
+        dict(increase_factor=math.inf, max_learning_rate=40.0),
+        dict(slope_rtol=0.0, curv_rtol=math.inf, increase_factor=math.inf, max_learning_rate=9.0),
+    ],
+    ids=["c1=0", "no-curvature", "inf", "all"],
+)
+def test_zoom_takes_optax_settings(x64, kwargs):
+    """slope_rtol=0, curv_rtol=math.inf (no curvature condition) and increase_factor=math.inf
+    with a max_learning_rate: optax's steps, and the conditions that remain hold (NumPy).
+    The objective needs steps far beyond the first trial of 1, so the bracketing phase grows
+    the step (straight to max_learning_rate with an infinite factor)."""
+    scales = np.array([0.01, 0.02, 0.05, 1.0])
+
+    def np_f(x):
+        return float(np.sum(scales * (x - 1.0) ** 2 + 0.1 * np.cos(3.0 * x)))
+
+    def np_grad(x):
+        return 2.0 * scales * (x - 1.0) - 0.3 * np.sin(3.0 * x)
+
+    def f(x):
+        return jnp.sum(scales * (x - 1.0) ** 2 + 0.1 * jnp.cos(3.0 * x))
+
+    kw = dict(initial_guess_strategy="one", **kwargs)
+    ours = gradtx.chain(gradtx.scale(-1.0), gradtx.scale_by_zoom_linesearch(30, **kw))
+    theirs = optax.chain(optax.scale(-1.0), optax.scale_by_zoom_linesearch(30, **kw))
+    c1, c2 = kwargs.get("slope_rtol", 1e-4), kwargs.get("curv_rtol", 0.9)
+    grew = False
+    x0 = jnp.array([-3.0, 4.0, 2.0, 0.3])
+    for (x, u, st, x1), (_, u_theirs, st_theirs, _) in zip(
+        _run(ours, f, x0, 12), _run(theirs, f, x0, 12), strict=True
+    ):
+        np.testing.assert_allclose(u, u_theirs, rtol=1e-10, atol=1e-14)
+        eta = float(st.learning_rate)
+        np.testing.assert_allclose(eta, float(st_theirs.learning_rate), rtol=1e-10)
+        assert int(st.info.status) == LinesearchStatus.SUCCESS
+        grew |= eta > 1.0
+        d = -np_grad(x)
+        s0, s1 = np_grad(x) @ d, np_grad(x1) @ d
+        f0, f1 = np_f(x), np_f(x1)
+        armijo = f1 <= f0 + c1 * eta * s0 + 1e-12 * abs(f0)
+        approx = f1 <= f0 + 1e-6 * abs(f0) and s1 <= (2 * c1 - 1) * s0 + 1e-9 * abs(s0)
+        assert armijo or approx
+        assert abs(s1) <= c2 * abs(s0) * (1 + 1e-9) + 1e-12
+        if "max_learning_rate" in kwargs:
+            assert eta <= kwargs["max_learning_rate"]
+    assert grew or math.isinf(c2)  # without the curvature condition a step of 1 is accepted
+
+
+def test_increase_factor_inf_needs_a_max_learning_rate():
+    """The bracketing phase of the zoom search would jump to an infinite step."""
+    with pytest.raises(ValueError, match="increase_factor=inf needs max_learning_rate"):
+        gradtx.scale_by_zoom_linesearch(10, increase_factor=math.inf)
+    with pytest.raises(ValueError, match="increase_factor must be in .* got 0.5"):
+        gradtx.scale_by_backtracking_linesearch(10, increase_factor=0.5)
+    with pytest.raises(ValueError, match="slope_rtol must be in .* got -0.1"):
+        gradtx.scale_by_zoom_linesearch(10, slope_rtol=-0.1)
+    with pytest.raises(ValueError, match="curv_rtol must be in .* got 0.0"):
+        gradtx.scale_by_zoom_linesearch(10, curv_rtol=0.0)
+    # Accepted, as in optax.
+    gradtx.scale_by_zoom_linesearch(10, increase_factor=math.inf, max_learning_rate=2.0)
+    gradtx.scale_by_backtracking_linesearch(10, increase_factor=jnp.array([1.5, jnp.inf]))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("kind", ["backtracking", "zoom"])
+def test_low_precision_params_with_float32_array_hyperparameters(dtype, kind):
+    """float16/bfloat16 parameters with float32 array tolerances: the searches run (the loop
+    carry has fixed dtypes), the state keeps its dtypes across a scanned loop, and the steps
+    are those of the same search in float32 up to the parameters' rounding."""
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    if kind == "backtracking":
+        ls = gradtx.scale_by_backtracking_linesearch(
+            20, slope_rtol=f32(1e-4), decrease_factor=f32(0.8), increase_factor=f32(1.5),
+            max_learning_rate=f32(1.0), atol=f32(0.0), rtol=f32(0.0), store_grad=True,
+        )  # fmt: skip
+    else:
+        ls = gradtx.scale_by_zoom_linesearch(
+            20, tol=f32(0.0), increase_factor=f32(2.0), slope_rtol=f32(1e-4),
+            curv_rtol=f32(0.9), approx_dec_rtol=f32(1e-6), stepsize_precision=f32(1e-5),
+            initial_guess_strategy="keep",
+        )  # fmt: skip
+    target = np.array([1.0, -2.0, 0.5])
+
+    def f(x):
+        return jnp.sum((x.astype(jnp.float32) - target) ** 2 * jnp.array([1.0, 2.0, 1.5]))
+
+    def run(x0):
+        opt = gradtx.chain(gradtx.scale(-1.0), ls)
+
+        def step(carry, _):
+            x, state = carry
+            v, g = jax.value_and_grad(f)(x)
+            u, new = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+            same = jax.tree_util.tree_map(lambda a, b: a.dtype == b.dtype, state, new)
+            assert all(jax.tree_util.tree_leaves(same)), same
+            return (x + u, new), (x + u, new[1].learning_rate, new[1].info.status)
+
+        return jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=15)[1])(x0)
+
+    xs, etas, status = run(jnp.zeros(3, dtype))
+    xs32, etas32, _ = run(jnp.zeros(3, jnp.float32))
+    assert xs.dtype == dtype and etas.dtype == dtype
+    status = np.asarray(status)
+    assert (status[:3] == LinesearchStatus.SUCCESS).all(), status
+    np.testing.assert_allclose(np.asarray(etas[:2], np.float64), np.asarray(etas32[:2]), rtol=2e-2)
+    # f (in NumPy) decreases to within the parameters' resolution of the minimum.
+    values = [np.sum((np.asarray(x, np.float64) - target) ** 2 * [1.0, 2.0, 1.5]) for x in xs]
+    assert values[0] < np.sum(target**2 * [1.0, 2.0, 1.5])
+    assert all(b <= a for a, b in zip(values, values[1:], strict=False))
+    assert values[-1] < 0.05  # from 9.375
+
+
+@pytest.mark.parametrize("kind", ["backtracking", "zoom"])
+def test_keyword_arguments_value_fn_does_not_take_are_a_type_error(kind):
+    """As in optax: extra keyword arguments of update go to value_fn, and one it does not
+    accept is a TypeError naming the search and the argument (never silently dropped)."""
+    name = f"scale_by_{kind}_linesearch"
+    ours = getattr(gradtx, name)(10)
+    theirs = getattr(optax, name)(10)
+
+    def f(w, X):
+        return jnp.sum((X @ w - 1.0) ** 2)
+
+    w, X = jnp.zeros(2), jnp.eye(2)
+    v, g = jax.value_and_grad(f)(w, X)
+    for tx in (ours, theirs):
+        with pytest.raises(TypeError):
+            tx.update(-g, tx.init(w), w, value=v, grad=g, value_fn=f, X=X, batch=X)
+    with pytest.raises(TypeError, match=rf"{name}\.update: .*\['batch'\]"):
+        ours.update(-g, ours.init(w), w, value=v, grad=g, value_fn=f, X=X, batch=X)
+    with pytest.raises(TypeError, match=rf"{name}\.update: .*\['batch'\]"):  # inside lbfgs too
+        opt = gradtx.lbfgs(linesearch=ours)
+        opt.update(g, opt.init(w), w, value=v, grad=g, value_fn=f, X=X, batch=X)
+    # Accepted arguments reach value_fn: the step is optax's.
+    u, _ = ours.update(-g, ours.init(w), w, value=v, grad=g, value_fn=f, X=X)
+    u_theirs, _ = theirs.update(-g, theirs.init(w), w, value=v, grad=g, value_fn=f, X=X)
+    np.testing.assert_allclose(np.asarray(u), np.asarray(u_theirs), rtol=1e-6)
+    # A value_fn taking **kwargs accepts anything; the constructors take no unknown names.
+    u, _ = ours.update(-g, ours.init(w), w, value=v, grad=g, value_fn=lambda w, **kw: f(w, X), X=X)
+    np.testing.assert_allclose(np.asarray(u), np.asarray(u_theirs), rtol=1e-6)
+    with pytest.raises(TypeError, match=rf"{name}.* unexpected keyword argument 'verbosity'"):
+        getattr(gradtx, name)(10, verbosity=True)

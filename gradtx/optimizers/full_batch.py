@@ -42,7 +42,9 @@ def lbfgs(
             ``γ_k = <s, y>/<y, y>`` of the newest pair (else the identity).
         linesearch: the line search transform (default ``"zoom"``:
             :class:`scale_by_zoom_linesearch` with 20 evaluations, starting from a step of 1);
-            ``None`` uses no line search (the step is then just ``α``).
+            ``None`` uses no line search (the step is then just ``α``; as in optax, every
+            step's curvature pair is stored, so on a non-convex objective ``H_k`` may be
+            indefinite: take a small ``α``).
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
