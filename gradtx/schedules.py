@@ -1,4 +1,4 @@
-"""Schedules: functions of the int32 step count ``t = 0, 1, ...`` that are immutable pytrees.
+"""Schedules: functions of the step count ``t = 0, 1, ...`` that are immutable pytrees.
 
 A schedule's numeric parameters (values, step counts, boundaries, rates) are pytree *leaves*,
 like a transform's hyperparameters: a jitted training step that takes the optimizer (and so
@@ -10,6 +10,12 @@ Every schedule is called as ``schedule(count)`` on a Python int, a concrete or t
 array (of any shape: ``schedule(jnp.arange(100))`` gives the whole curve), and can be passed
 wherever gradtx accepts a hyperparameter. Names and arguments follow optax where optax has the
 schedule; the formulas are those of ``reference/ALGORITHMS.md`` section 2.
+
+Step counts and arguments past int32 (``decay_steps=3_000_000_000``, an int64 count under
+``jax_enable_x64``, a Python int or float count) work: a step argument of ``2**31`` or more is
+held as a float, comparisons of the count with a boundary are made exactly in integers when
+both are integers, and everything else is computed in floating point (float32, or float64
+under ``jax_enable_x64``), as optax computes it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.core import (
     _is_plain_function,
@@ -68,7 +75,8 @@ class BaseSchedule:
     pytree), list their step-count arguments in ``_steps`` and implement ``__call__(count)``
     and ``_check()``. At construction, Python ints given for values become floats and
     integral floats given for step counts become ints, so two schedules that differ only in
-    their numbers have the same tree structure and the same leaf types (no recompilation).
+    their numbers have the same tree structure and the same leaf types (no recompilation). A
+    step count of ``2**31`` or more stays (or becomes) a float: an int32 cannot hold it.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -89,8 +97,7 @@ class BaseSchedule:
                 continue
             v = getattr(self, f.name)
             if f.name in self._steps:
-                if type(v) is float and v.is_integer():
-                    object.__setattr__(self, f.name, int(v))
+                object.__setattr__(self, f.name, _step_leaf(v))
             elif type(v) is int:
                 object.__setattr__(self, f.name, float(v))
         self._check()
@@ -152,7 +159,7 @@ def _split_boundaries(owner: str, boundaries_and_scales: Any) -> tuple[tuple, tu
     for b in boundaries_and_scales:
         _check_steps(owner, "boundaries_and_scales key", b)
     items = sorted(boundaries_and_scales.items(), key=lambda kv: float(kv[0]))
-    return tuple(int(b) for b, _ in items), tuple(s for _, s in items)
+    return tuple(_step_leaf(int(b)) for b, _ in items), tuple(s for _, s in items)
 
 
 def _wrap_schedule(fn: Any, owner: str) -> Any:
@@ -163,9 +170,69 @@ def _wrap_schedule(fn: Any, owner: str) -> Any:
     return _StaticFn(fn)
 
 
+_INT32_END = 2**31
+
+
+def _step_leaf(v: Any) -> Any:
+    """A step argument as a leaf: a whole number below ``2**31`` as a Python int (the same leaf
+    type for every value, so no recompilation), a larger one as a Python float (an int32,
+    which jit would make of a Python int, cannot hold it); anything else unchanged."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | np.integer):
+        return int(v) if abs(int(v)) < _INT32_END else float(v)
+    if type(v) is float and v.is_integer() and abs(v) < _INT32_END:
+        return int(v)
+    return v
+
+
+def _is_int(x: Any) -> bool:
+    """Whether ``x`` is an integer that integer arithmetic handles exactly here: a Python or
+    NumPy int within int32, or an array (traced or not) of an integer dtype."""
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int | np.integer):
+        return -_INT32_END <= int(x) < _INT32_END
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.integer)
+
+
 def _t(count: Any) -> jax.Array:
-    """The step as a float (float32, or float64 under ``jax_enable_x64``) for exact ratios."""
+    """The step as a float (float32, or float64 under ``jax_enable_x64``); a Python int or a
+    NumPy integer array is converted through float64, so a count past int32 does not
+    overflow."""
+    if isinstance(count, int | np.integer) and not isinstance(count, bool):
+        count = float(count)
+    elif isinstance(count, np.ndarray) and jnp.issubdtype(count.dtype, jnp.integer):
+        count = count.astype(np.float64)
     return jnp.asarray(count).astype(jnp.result_type(float))
+
+
+def _exact(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` can be combined in integer arithmetic without overflow: two
+    Python ints (of any size), or integers within int32 (arrays: of an integer dtype)."""
+    if type(a) is int and type(b) is int:
+        return True
+    return _is_int(a) and _is_int(b)
+
+
+def _lt(a: Any, b: Any) -> Any:
+    """``a < b``: exactly in integers when both are integers, else in floating point."""
+    return a < b if _exact(a, b) else _t(a) < _t(b)
+
+
+def _diff(a: Any, b: Any) -> Any:
+    """``a − b``: in integers when both are integers (exact: step counts are ``>= 0``, so the
+    difference of two int32 counts cannot overflow), else in floating point."""
+    return a - b if _exact(a, b) else _t(a) - _t(b)
+
+
+def _sum_steps(a: Any, b: Any) -> Any:
+    """``a + b`` of two step arguments: exact for Python ints, else in floating point (an
+    int32 sum could overflow)."""
+    if type(a) is int and type(b) is int:
+        return a + b
+    return _t(a) + _t(b)
 
 
 def _whole(x: Any) -> Any:
@@ -186,19 +253,19 @@ def _cosine_weight(t: Any, steps: Any) -> jax.Array:
     return 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
 
-def _interpolate(kind: str, t: Any, bounds: Sequence[Any], values: Sequence[Any]) -> jax.Array:
+def _interpolate(kind: str, count: Any, bounds: Sequence[Any], values: Sequence[Any]) -> jax.Array:
     """Piecewise interpolation: ``values[i]`` at ``bounds[i]`` (``bounds[0] = 0``), moving to
     ``values[i+1]`` at ``bounds[i+1]`` linearly or along a half cosine; ``values[-1]`` after."""
-    out = jnp.asarray(values[-1]) + jnp.zeros(jnp.shape(t))
+    out = jnp.asarray(values[-1]) + jnp.zeros(jnp.shape(count))
     for i in reversed(range(len(bounds) - 1)):
         lo, hi = bounds[i], bounds[i + 1]
-        pct = (t - lo) / jnp.maximum(hi - lo, 1)
+        pct = _t(_diff(count, lo)) / jnp.maximum(_t(_diff(hi, lo)), 1)
         a, b = values[i], values[i + 1]
         if kind == "linear":
             v = a + (b - a) * pct
         else:
             v = b + (a - b) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
-        out = jnp.where(t < hi, v, out)
+        out = jnp.where(_lt(count, hi), v, out)
     return out
 
 
@@ -241,7 +308,7 @@ class polynomial_schedule(BaseSchedule):
         init_value: ``α_0``.
         end_value: ``α_end``.
         power: ``p`` (1 is linear).
-        transition_steps: ``T > 0``.
+        transition_steps: ``T >= 0`` (0: no transition, ``init_value`` throughout, as in optax).
         transition_begin: the step the transition starts at (``>= 0``).
 
     Example:
@@ -260,12 +327,14 @@ class polynomial_schedule(BaseSchedule):
 
     def _check(self):
         o = type(self).__name__
-        _check_steps(o, "transition_steps", self.transition_steps, positive=True)
+        _check_steps(o, "transition_steps", self.transition_steps)  # 0: no transition
         _check_steps(o, "transition_begin", self.transition_begin)
 
     def __call__(self, count):
-        s = jnp.clip(_t(count) - self.transition_begin, 0, self.transition_steps)
-        frac = jnp.maximum((self.transition_steps - s) / self.transition_steps, 0.0)
+        steps = _t(self.transition_steps)
+        s = jnp.clip(_t(_diff(count, self.transition_begin)), 0, steps)
+        # no transition (0 steps): init_value throughout, as optax
+        frac = jnp.where(steps > 0, jnp.maximum((steps - s) / jnp.where(steps > 0, steps, 1), 0), 1)
         return (self.init_value - self.end_value) * frac**self.power + self.end_value
 
 
@@ -277,7 +346,7 @@ class linear_schedule(BaseSchedule):
     Args:
         init_value: the value until ``transition_begin``.
         end_value: the value from ``transition_begin + transition_steps`` on.
-        transition_steps: length of the transition (``> 0``).
+        transition_steps: length of the transition (0: ``init_value`` throughout, as in optax).
         transition_begin: the step the transition starts at (``>= 0``).
 
     Example:
@@ -295,12 +364,12 @@ class linear_schedule(BaseSchedule):
 
     def _check(self):
         o = type(self).__name__
-        _check_steps(o, "transition_steps", self.transition_steps, positive=True)
+        _check_steps(o, "transition_steps", self.transition_steps)  # 0: no transition
         _check_steps(o, "transition_begin", self.transition_begin)
 
     def __call__(self, count):
-        t = _t(count) - self.transition_begin
-        return _ramp(t, self.init_value, self.end_value, self.transition_steps)
+        t = _t(_diff(count, self.transition_begin))
+        return _ramp(t, self.init_value, self.end_value, _t(self.transition_steps))
 
 
 @transform
@@ -342,10 +411,9 @@ class piecewise_constant_schedule(BaseSchedule):
             check_nonnegative(o, f"scales[{i}]", s)
 
     def __call__(self, count):
-        t = _t(count)
-        v = jnp.asarray(self.init_value) + jnp.zeros(jnp.shape(t))
+        v = jnp.asarray(self.init_value) + jnp.zeros(jnp.shape(count))
         for b, s in zip(self.boundaries, self.scales, strict=True):
-            v = jnp.where(t >= b, v * s, v)
+            v = jnp.where(_lt(count, b), v, v * s)
         return v
 
 
@@ -410,7 +478,7 @@ class piecewise_interpolate_schedule(BaseSchedule):
         for s in self.scales:
             values.append(values[-1] * s)
         bounds = (0, *self.boundaries)
-        return _interpolate(self.interpolate_type, _t(count), bounds, values)
+        return _interpolate(self.interpolate_type, count, bounds, values)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -425,8 +493,8 @@ class exponential_decay(BaseSchedule):
 
     Args:
         init_value: ``α_0``.
-        transition_steps: ``T > 0``, the number of steps over which the value is multiplied
-            by ``r``.
+        transition_steps: ``T >= 0``, the number of steps over which the value is multiplied
+            by ``r`` (0: no decay, ``init_value`` throughout, as in optax).
         decay_rate: ``r > 0``.
         transition_begin: steps before the decay starts (``>= 0``).
         staircase: decay in discrete jumps every ``T`` steps (static).
@@ -450,16 +518,19 @@ class exponential_decay(BaseSchedule):
     def _check(self):
         o = type(self).__name__
         check_range(o, "init_value", self.init_value)
-        _check_steps(o, "transition_steps", self.transition_steps, positive=True)
+        _check_steps(o, "transition_steps", self.transition_steps)  # 0: no transition
         check_range(o, "decay_rate", self.decay_rate, low=0.0, low_open=True)
         _check_steps(o, "transition_begin", self.transition_begin)
 
     def __call__(self, count):
-        d = _t(count) - self.transition_begin
-        p = d / self.transition_steps
+        d = _t(_diff(count, self.transition_begin))
+        steps = _t(self.transition_steps)
+        p = d / jnp.where(steps > 0, steps, 1)
         if self.staircase:
             p = jnp.floor(p)
-        v = jnp.where(d <= 0, self.init_value, self.init_value * jnp.power(self.decay_rate, p))
+        # no transition (0 steps): init_value throughout, as optax
+        decayed = self.init_value * jnp.power(self.decay_rate, p)
+        v = jnp.where((d <= 0) | (steps <= 0), self.init_value, decayed)
         if self.end_value is not None:
             e = self.end_value
             v = jnp.where(self.decay_rate < 1, jnp.maximum(v, e), jnp.minimum(v, e))
@@ -496,7 +567,7 @@ class inverse_time_decay(BaseSchedule):
         check_nonnegative(o, "decay_rate", self.decay_rate)
 
     def __call__(self, count):
-        p = _t(count) / self.decay_steps
+        p = _t(count) / _t(self.decay_steps)
         if self.staircase:
             p = jnp.floor(p)
         return self.init_value / (1.0 + self.decay_rate * p)
@@ -532,7 +603,7 @@ class natural_exp_decay(BaseSchedule):
         check_nonnegative(o, "decay_rate", self.decay_rate)
 
     def __call__(self, count):
-        p = _t(count) / self.decay_steps
+        p = _t(count) / _t(self.decay_steps)
         if self.staircase:
             p = jnp.floor(p)
         return self.init_value * jnp.exp(-self.decay_rate * p)
@@ -573,7 +644,7 @@ class cosine_decay_schedule(BaseSchedule):
         check_range(o, "alpha", self.alpha)
 
     def __call__(self, count):
-        c = _cosine_weight(_t(count), self.decay_steps)
+        c = _cosine_weight(_t(count), _t(self.decay_steps))
         return self.init_value * ((1.0 - self.alpha) * c**self.exponent + self.alpha)
 
 
@@ -616,7 +687,7 @@ class cosine_restarts_schedule(BaseSchedule):
 
     def __call__(self, count):
         t = _t(count)
-        t0, m = self.first_period, self.period_multiplier
+        t0, m = _t(self.first_period), self.period_multiplier
         # Equal periods: i = ⌊t / T0⌋. Growing ones: S_i = T0 (m^i − 1) / (m − 1), so
         # i = ⌊log(1 + t (m − 1) / T0) / log m⌋, corrected by one where rounding misplaces it.
         grow = m > 1
@@ -661,24 +732,27 @@ class warmup_constant_schedule(BaseSchedule):
         _check_steps(type(self).__name__, "warmup_steps", self.warmup_steps)
 
     def __call__(self, count):
-        t = _t(count)
-        ramp = _ramp(t, self.init_value, self.peak_value, self.warmup_steps)
-        return jnp.where(t < self.warmup_steps, ramp, self.peak_value)
+        ramp = _ramp(_t(count), self.init_value, self.peak_value, _t(self.warmup_steps))
+        return jnp.where(_lt(count, self.warmup_steps), ramp, self.peak_value)
 
 
 @transform
 class warmup_cosine_decay_schedule(BaseSchedule):
     """Linear warmup to ``peak_value``, then cosine decay to ``end_value``.
 
-    For ``t < W``: ``α_0 + (α_peak − α_0) t / W``; then with ``D = decay_steps − W`` and
-    ``c = ½ (1 + cos(π min(t − W, D) / D))``: ``α_end + (α_peak − α_end) c^e``.
+    For ``t < W``: ``α_0 + (α_peak − α_0) t / W``; then with ``D = decay_steps − W``,
+    ``c = ½ (1 + cos(π min(t − W, D) / D))`` and the floor ``a = α_end / α_peak``:
+    ``α_peak ((1 − a) c^e + a)``, which is ``α_end + (α_peak − α_end) c^e``. As in optax,
+    ``a = 0`` when ``α_peak = 0``, so the decay phase is then 0 whatever ``end_value``.
+    ``decay_steps <= warmup_steps`` is refused (optax refuses it too: the cosine would have no
+    positive length).
 
     Args:
         init_value: the value at step 0.
         peak_value: the value at the end of the warmup.
-        warmup_steps: ``W >= 0``.
+        warmup_steps: ``W >= 0`` (0: the decay starts at step 0, from ``peak_value``).
         decay_steps: total length of warmup plus decay (as in optax), ``> warmup_steps``.
-        end_value: the final value.
+        end_value: the final value (``peak_value · a``).
         exponent: ``e`` of the cosine factor.
 
     Example:
@@ -703,12 +777,14 @@ class warmup_cosine_decay_schedule(BaseSchedule):
         _check_less(o, "warmup_steps", self.warmup_steps, "decay_steps", self.decay_steps)
 
     def __call__(self, count):
-        t = _t(count)
-        w = self.warmup_steps
-        ramp = _ramp(t, self.init_value, self.peak_value, w)
-        c = _cosine_weight(t - w, self.decay_steps - w)
-        decay = self.end_value + (self.peak_value - self.end_value) * c**self.exponent
-        return jnp.where(t < w, ramp, decay)
+        w, peak = self.warmup_steps, self.peak_value
+        ramp = _ramp(_t(count), self.init_value, peak, _t(w))
+        c = _cosine_weight(_t(_diff(count, w)), _t(_diff(self.decay_steps, w)))
+        # optax's form: the floor a = α_end / α_peak (0 when α_peak = 0) scales the cosine.
+        flat = jnp.asarray(peak) == 0
+        alpha = jnp.where(flat, 0.0, self.end_value / jnp.where(flat, 1.0, peak))
+        decay = peak * ((1.0 - alpha) * c**self.exponent + alpha)
+        return jnp.where(_lt(count, w), ramp, decay)
 
 
 @transform
@@ -743,14 +819,13 @@ class warmup_exponential_decay_schedule(BaseSchedule):
     def _check(self):
         o = type(self).__name__
         _check_steps(o, "warmup_steps", self.warmup_steps)
-        _check_steps(o, "transition_steps", self.transition_steps, positive=True)
+        _check_steps(o, "transition_steps", self.transition_steps)  # 0: no decay
         check_range(o, "decay_rate", self.decay_rate, low=0.0, low_open=True)
         _check_steps(o, "transition_begin", self.transition_begin)
 
     def __call__(self, count):
-        t = _t(count)
         w = self.warmup_steps
-        ramp = _ramp(t, self.init_value, self.peak_value, w)
+        ramp = _ramp(_t(count), self.init_value, self.peak_value, _t(w))
         decay = exponential_decay(
             self.peak_value,
             self.transition_steps,
@@ -758,8 +833,8 @@ class warmup_exponential_decay_schedule(BaseSchedule):
             self.transition_begin,
             self.staircase,
             self.end_value,
-        )(t - w)
-        return jnp.where(t < w, ramp, decay)
+        )(_diff(count, w))
+        return jnp.where(_lt(count, w), ramp, decay)
 
 
 @transform
@@ -810,10 +885,10 @@ class warmup_stable_decay_schedule(BaseSchedule):
             )
 
     def __call__(self, count):
-        t = _t(count)
-        w, s, d = self.warmup_steps, self.stable_steps, self.decay_steps
-        ramp = _ramp(t, self.init_value, self.peak_value, w)
-        f = jnp.clip(t - w - s, 0, d) / d
+        w, s, d = self.warmup_steps, self.stable_steps, _t(self.decay_steps)
+        ramp = _ramp(_t(count), self.init_value, self.peak_value, _t(w))
+        since_warmup = _diff(count, w)
+        f = jnp.clip(_t(since_warmup) - _t(s), 0, d) / d
         if self.decay_shape == "linear":
             g = 1.0 - f
         elif self.decay_shape == "cosine":
@@ -821,7 +896,8 @@ class warmup_stable_decay_schedule(BaseSchedule):
         else:
             g = 1.0 - jnp.sqrt(f)
         cool = self.end_value + (self.peak_value - self.end_value) * g
-        return jnp.where(t < w, ramp, jnp.where(t < w + s, self.peak_value, cool))
+        stable = _lt(since_warmup, s)
+        return jnp.where(_lt(count, w), ramp, jnp.where(stable, self.peak_value, cool))
 
 
 @transform
@@ -849,7 +925,7 @@ class join_schedules(BaseSchedule):
         o = type(self).__name__
         scheds = tuple(_wrap_schedule(s, o) for s in self.schedules)
         object.__setattr__(self, "schedules", scheds)
-        object.__setattr__(self, "boundaries", tuple(self.boundaries))
+        object.__setattr__(self, "boundaries", tuple(_step_leaf(b) for b in self.boundaries))
         if not scheds:
             raise ValueError(f"{o}: schedules must not be empty")
         if len(self.boundaries) != len(scheds) - 1:
@@ -860,10 +936,9 @@ class join_schedules(BaseSchedule):
         _check_increasing(o, "boundaries", self.boundaries)
 
     def __call__(self, count):
-        t = _t(count)
-        out = self.schedules[0](t)
+        out = self.schedules[0](count)
         for b, s in zip(self.boundaries, self.schedules[1:], strict=True):
-            out = jnp.where(t < b, out, s(t - b))
+            out = jnp.where(_lt(count, b), out, s(_diff(count, b)))
         return out
 
 
@@ -905,12 +980,11 @@ class sgdr_schedule(BaseSchedule):
             raise ValueError("sgdr_schedule: cosine_kwargs must not be empty")
 
     def __call__(self, count):
-        t = _t(count)
-        out = self.schedules[0](t)
+        out = self.schedules[0](count)
         start = 0
         for prev, s in zip(self.schedules[:-1], self.schedules[1:], strict=True):
-            start = start + prev.decay_steps
-            out = jnp.where(t < start, out, s(t - start))
+            start = _sum_steps(start, prev.decay_steps)
+            out = jnp.where(_lt(count, start), out, s(_diff(count, start)))
         return out
 
 
@@ -957,8 +1031,8 @@ class cyclic_schedule(BaseSchedule):
 
     def __call__(self, count):
         t = _t(count)
-        h = self.half_cycle_steps
-        k = jnp.floor(1.0 + t / (2 * h))
+        h = _t(self.half_cycle_steps)
+        k = jnp.floor(1.0 + t / (2.0 * h))
         b = jnp.abs(t / h - 2.0 * k + 1.0)
         tri = jnp.maximum(0.0, 1.0 - b)
         if self.mode == "triangular2":
@@ -1019,7 +1093,7 @@ class linear_onecycle_schedule(BaseSchedule):
         v1 = v0 * self.div_factor
         v2 = v1 / self.div_factor
         v3 = v2 / self.final_div_factor
-        return _interpolate("linear", _t(count), bounds, (v0, v1, v2, v3))
+        return _interpolate("linear", count, bounds, (v0, v1, v2, v3))
 
 
 @transform
@@ -1063,4 +1137,26 @@ class cosine_onecycle_schedule(BaseSchedule):
         v0 = self.peak_value / self.div_factor
         v1 = v0 * self.div_factor
         v2 = v1 / (self.div_factor * self.final_div_factor)
-        return _interpolate("cosine", _t(count), bounds, (v0, v1, v2))
+        return _interpolate("cosine", count, bounds, (v0, v1, v2))
+
+
+# ``gradtx.schedules`` is also the namespace optax users reach for as ``optax.schedules``,
+# which holds the hyperparameter injectors too. They are defined in gradtx.hyperparams (and
+# ``Schedule`` in gradtx.core), which import this module, so they are looked up on first use.
+_NAMESPACE_EXTRAS = (
+    "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "Schedule",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "inject_hyperparams",
+    "inject_stateful_hyperparams",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMESPACE_EXTRAS:
+        import gradtx
+
+        return getattr(gradtx, name)
+    raise AttributeError(f"module 'gradtx.schedules' has no attribute {name!r}")

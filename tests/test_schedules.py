@@ -106,11 +106,14 @@ def np_warmup_constant(t, init_value, peak_value, warmup_steps):
 
 def np_warmup_cosine(t, init_value, peak_value, warmup_steps, decay_steps, end_value=0.0,
                      exponent=1.0):  # fmt: skip
+    """optax's form: the cosine decays ``peak`` to the floor ``a = end / peak`` of it (``a = 0``
+    when ``peak = 0``, so the decay is then 0 whatever ``end_value``)."""
     if t < warmup_steps:
         return init_value + (peak_value - init_value) * t / warmup_steps
     d = decay_steps - warmup_steps
     c = (1 + math.cos(math.pi * min(t - warmup_steps, d) / d)) / 2
-    return end_value + (peak_value - end_value) * c**exponent
+    a = 0.0 if peak_value == 0 else end_value / peak_value
+    return peak_value * ((1 - a) * c**exponent + a)
 
 
 def np_warmup_exponential(t, init_value, peak_value, warmup_steps, **exp_kwargs):
@@ -600,7 +603,7 @@ def test_cosine_restarts_restart_steps_exactly():
 # Errors at construction name the argument.
 
 ERRORS = [
-    (lambda: gradtx.linear_schedule(1.0, 0.0, 0), "transition_steps"),
+    (lambda: gradtx.linear_schedule(1.0, 0.0, -1), "transition_steps"),
     (lambda: gradtx.linear_schedule(1.0, 0.0, 10, transition_begin=-1), "transition_begin"),
     (lambda: gradtx.polynomial_schedule(1.0, 0.0, 2.0, -5), "transition_steps"),
     (lambda: gradtx.polynomial_schedule(1.0, 0.0, 2.0, 2.5), "whole number"),
@@ -611,7 +614,7 @@ ERRORS = [
         "strictly increasing",
     ),
     (lambda: gradtx.piecewise_interpolate_schedule("quadratic", 1.0, {}), "interpolate_type"),
-    (lambda: gradtx.exponential_decay(1.0, 0, 0.5), "transition_steps"),
+    (lambda: gradtx.exponential_decay(1.0, -2, 0.5), "transition_steps"),
     (lambda: gradtx.exponential_decay(1.0, 10, 0.0), "decay_rate"),
     (lambda: gradtx.exponential_decay(1.0, 10, 0.5, transition_begin=-2), "transition_begin"),
     (lambda: gradtx.inverse_time_decay(1.0, 0, 0.5), "decay_steps"),
@@ -624,7 +627,7 @@ ERRORS = [
     (lambda: gradtx.warmup_constant_schedule(0.0, 1.0, -1), "warmup_steps"),
     (lambda: gradtx.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10), "decay_steps"),
     (lambda: gradtx.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10), "warmup_steps"),
-    (lambda: gradtx.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5), "transition_steps"),
+    (lambda: gradtx.warmup_exponential_decay_schedule(0.0, 1.0, 5, -1, 0.5), "transition_steps"),
     (lambda: gradtx.warmup_stable_decay_schedule(1.0, 5, -1, 10), "stable_steps"),
     (lambda: gradtx.warmup_stable_decay_schedule(1.0, 5, 5, 0), "decay_steps"),
     (lambda: gradtx.warmup_stable_decay_schedule(1.0, 5, 5, 5, decay_shape="sqrt"), "decay_shape"),
@@ -671,3 +674,240 @@ def test_checks_skip_tracers():
     # Rebuilding a schedule with traced numbers (inside jit/vmap) never raises.
     f = jax.jit(lambda d: gradtx.cosine_decay_schedule(1.0, d)(3))
     np.testing.assert_allclose(float(f(10)), np_cosine_decay(3, 1.0, 10), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# warmup_cosine_decay_schedule's edge cases, and step counts past int32.
+
+
+def test_warmup_cosine_decay_edge_cases_match_optax(x64):
+    """peak 0 (the decay is 0, whatever end_value: optax scales the cosine by the floor
+    end/peak, taken as 0 when peak = 0), negative ends and peaks, no warmup, a one-step decay:
+    optax's values and the NumPy form at every step, eagerly and with the schedule (its peak
+    traced) as a jit argument. decay_steps <= warmup_steps is refused, as optax refuses it
+    (its cosine would have no positive length)."""
+    cases = [
+        dict(init_value=0.0, peak_value=0.0, warmup_steps=10, decay_steps=100, end_value=-3.0),
+        dict(init_value=0.5, peak_value=0.0, warmup_steps=10, decay_steps=60, end_value=2.0),
+        dict(init_value=0.0, peak_value=0.0, warmup_steps=0, decay_steps=40, end_value=1.0),
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=100, end_value=-3.0),
+        dict(init_value=1.0, peak_value=2.0, warmup_steps=0, decay_steps=1, end_value=0.5),
+        dict(init_value=0.0, peak_value=-1.0, warmup_steps=5, decay_steps=30, end_value=0.5,
+             exponent=2.0),
+    ]  # fmt: skip
+    steps = np.arange(120)
+    run = jax.jit(lambda s, t: s(t))
+    for kw in cases:
+        ours = gradtx.warmup_cosine_decay_schedule(**kw)
+        want = [np_warmup_cosine(int(t), **kw) for t in steps]
+        theirs = np.asarray(jax.vmap(optax.warmup_cosine_decay_schedule(**kw))(steps))
+        np.testing.assert_allclose(theirs, want, rtol=1e-12, atol=1e-12, err_msg=str(kw))
+        np.testing.assert_allclose(np.asarray(ours(steps)), want, rtol=1e-12, atol=1e-12)
+        got = np.asarray(run(ours, jnp.asarray(steps, jnp.int32)))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(kw))
+    for warmup, decay in ((10, 10), (10, 4)):
+        kw = dict(init_value=0.0, peak_value=1.0, warmup_steps=warmup, decay_steps=decay)
+        with pytest.raises(ValueError):
+            optax.warmup_cosine_decay_schedule(**kw)
+        with pytest.raises(ValueError, match="decay_steps must be greater than warmup_steps"):
+            gradtx.warmup_cosine_decay_schedule(**kw)
+
+
+B31 = 2**31
+
+
+def _big_join():
+    pieces = [gradtx.constant_schedule(0.5), gradtx.linear_schedule(1.0, 0.0, B31 + 2**24)]
+    return dict(schedules=pieces, boundaries=[2**30 + 3])
+
+
+def _np_big_join(t, schedules, boundaries):
+    pieces = [lambda s: 0.5, lambda s: np_linear(s, 1.0, 0.0, B31 + 2**24)]
+    return np_join(t, pieces, boundaries)
+
+
+# name -> (arguments with step counts at or past 2**31 (or sums past it), NumPy form, optax).
+BIG = {
+    "linear_schedule": (
+        dict(init_value=1.0, end_value=0.0, transition_steps=3 * 2**30, transition_begin=2**30),
+        np_linear,
+        True,
+    ),
+    "polynomial_schedule": (
+        dict(
+            init_value=1.0, end_value=0.1, power=2.0, transition_steps=B31 + 5, transition_begin=7
+        ),
+        np_polynomial,
+        True,
+    ),  # fmt: skip
+    "piecewise_constant_schedule": (
+        dict(init_value=1.0, boundaries_and_scales={B31 - 10: 0.5, B31 + 2**24: 0.1}),
+        np_piecewise_constant,
+        True,
+    ),
+    "piecewise_interpolate_schedule": (
+        dict(
+            interpolate_type="cosine",
+            init_value=1.0,
+            boundaries_and_scales={2**30: 2.0, B31 + 2**28: 0.5},
+        ),
+        np_piecewise_interpolate,
+        True,
+    ),  # fmt: skip
+    "exponential_decay": (
+        dict(init_value=1.0, transition_steps=B31 + 1, decay_rate=0.5, transition_begin=2**30),
+        np_exponential,
+        True,
+    ),
+    "inverse_time_decay": (
+        dict(init_value=1.0, decay_steps=2**32, decay_rate=1.0),
+        np_inverse_time,
+        False,
+    ),
+    "natural_exp_decay": (
+        dict(init_value=1.0, decay_steps=3 * B31, decay_rate=2.0),
+        np_natural_exp,
+        False,
+    ),
+    "cosine_decay_schedule": (
+        dict(init_value=1.0, decay_steps=B31 + 2**29, alpha=0.1),
+        np_cosine_decay,
+        True,
+    ),
+    "cosine_restarts_schedule": (
+        dict(init_value=1.0, first_period=B31 + 2**24, period_multiplier=1.5, alpha=0.2),
+        np_cosine_restarts,
+        False,
+    ),
+    "warmup_constant_schedule": (
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=B31 + 2**24),
+        np_warmup_constant,
+        True,
+    ),
+    "warmup_cosine_decay_schedule": (
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=2**30, decay_steps=2**32, end_value=-0.5),
+        np_warmup_cosine,
+        True,
+    ),  # fmt: skip
+    "warmup_exponential_decay_schedule": (
+        dict(
+            init_value=0.0, peak_value=1.0, warmup_steps=2**30, transition_steps=B31, decay_rate=0.5
+        ),
+        np_warmup_exponential,
+        True,
+    ),  # fmt: skip
+    "warmup_stable_decay_schedule": (
+        dict(peak_value=1.0, warmup_steps=2**30, stable_steps=2**30 + 2**24, decay_steps=B31),
+        np_wsd,
+        False,
+    ),
+    "sgdr_schedule": (
+        {
+            "cosine_kwargs": [
+                dict(init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=2**30 + 2**29)
+            ]
+            * 3
+        },
+        np_sgdr,
+        True,
+    ),  # fmt: skip
+    "cyclic_schedule": (
+        dict(min_value=0.0, max_value=1.0, half_cycle_steps=2**30 + 5),
+        np_cyclic,
+        False,
+    ),
+    "linear_onecycle_schedule": (
+        dict(transition_steps=B31 + 2**24, peak_value=1.0),
+        np_linear_onecycle,
+        True,
+    ),
+    "cosine_onecycle_schedule": (
+        dict(transition_steps=2**32, peak_value=1.0),
+        np_cosine_onecycle,
+        True,
+    ),
+    "join_schedules": (_big_join, _np_big_join, True),
+}
+# int32 counts near the top of int32 (around the boundaries at 2**31 - 10 and 2**30), and
+# counts past it (Python ints; int64 under x64).
+COUNTS_32 = [0, 12345, 2**30 - 1, 2**30, 2**30 + 4, B31 - 11, B31 - 10, B31 - 1]
+COUNTS_PAST = [B31, B31 + 2**24 + 4096, 3 * 2**30 + 7, 2**32 + 2**20]
+
+
+def _big_kwargs(case):
+    kw = BIG[case][0]
+    return kw() if callable(kw) else kw
+
+
+@pytest.mark.parametrize("case", sorted(BIG))
+def test_step_arguments_and_counts_past_int32(case):
+    """Step arguments of 2**31 and more (or whose sums pass it) and counts near and past
+    2**31. float32 mode: the schedule as a jit argument with int32 counts (a step argument
+    past int32 would not fit the int32 a Python int leaf becomes), and Python int counts past
+    int32; against the float64 NumPy form (boundaries crossed exactly at 2**31 - 10 and 2**30).
+    Under x64: int64 counts against optax and the NumPy form to float64 precision."""
+    _, ref, has_optax = BIG[case]
+    make = getattr(gradtx, case)
+    sched = make(**_big_kwargs(case))
+    want_32 = [ref(t, **_big_kwargs(case)) for t in COUNTS_32]
+    got = jax.jit(lambda s, t: s(t))(sched, jnp.asarray(COUNTS_32, jnp.int32))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want_32, rtol=2e-5, atol=2e-6)
+    for t in COUNTS_PAST:
+        np.testing.assert_allclose(float(sched(t)), ref(t, **_big_kwargs(case)), rtol=2e-5,
+                                   atol=2e-6, err_msg=str(t))  # fmt: skip
+    with jax.enable_x64(True):
+        sched = make(**_big_kwargs(case))
+        counts = COUNTS_32 + COUNTS_PAST
+        want = [ref(t, **_big_kwargs(case)) for t in counts]
+        got = np.asarray(jax.jit(lambda s, t: s(t))(sched, jnp.asarray(counts, jnp.int64)))
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        if has_optax:
+            kw = _big_kwargs(case)
+            if case == "join_schedules":
+                kw = dict(
+                    schedules=[optax.constant_schedule(0.5),
+                               optax.linear_schedule(1.0, 0.0, B31 + 2**24)],
+                    boundaries=kw["boundaries"],
+                )  # fmt: skip
+            theirs = getattr(optax, case)(**kw)
+            np.testing.assert_allclose(
+                got, np.asarray(jax.vmap(theirs)(jnp.asarray(counts, jnp.int64))), rtol=1e-9,
+                atol=1e-12,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("linear_schedule", dict(init_value=2.0, end_value=0.5, transition_steps=0)),
+        ("polynomial_schedule", dict(init_value=2.0, end_value=0.5, power=2, transition_steps=0)),
+        ("exponential_decay", dict(init_value=2.0, transition_steps=0, decay_rate=0.5)),
+        (
+            "exponential_decay",
+            dict(init_value=2.0, transition_steps=0, decay_rate=0.5, staircase=True),
+        ),
+    ],
+)
+def test_zero_transition_steps_keep_init_value_like_optax(name, kwargs):
+    ours, theirs = getattr(gradtx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    for t in (0, 1, 7, 1000):
+        assert float(ours(t)) == 2.0 == float(theirs(t))
+        assert float(jax.jit(ours)(jnp.asarray(t))) == 2.0
+
+
+def test_warmup_then_no_decay_like_optax():
+    ours = gradtx.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5)
+    theirs = optax.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5)
+    got = [float(ours(t)) for t in range(9)]
+    np.testing.assert_allclose(got, [float(theirs(t)) for t in range(9)], rtol=1e-6)
+    np.testing.assert_allclose(got, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0], rtol=1e-6)
+
+
+def test_warmup_constant_without_warmup_is_the_peak_unlike_optax():
+    # A warmup of 0 steps reaches the constant phase at once; optax's stays at init_value
+    # (README, "What differs from optax").
+    ours = gradtx.warmup_constant_schedule(0.0, 1.0, 0)
+    theirs = optax.warmup_constant_schedule(0.0, 1.0, 0)
+    assert [float(ours(t)) for t in (0, 1, 50)] == [1.0, 1.0, 1.0]
+    assert [float(theirs(t)) for t in (0, 1, 50)] == [0.0, 0.0, 0.0]
