@@ -4,6 +4,18 @@ Every public name is defined in one module and gathered here; ``tests/test_api.p
 each is exported and documented.
 """
 
+# Namespaces laid out as optax's: gradtx.tree, gradtx.tree_utils, gradtx.transforms,
+# gradtx.schedules, gradtx.losses and gradtx.contrib mean what optax's do.
+from gradtx import contrib, losses, schedules, transforms, tree, tree_utils  # noqa: E402, I001
+
+# optax also offers these tree functions at its top level, under these names.
+from gradtx.tree import (  # noqa: E402
+    bias_correction,
+    update_infinity_moment,
+    update_moment,
+    update_moment_per_elem_norm,
+)
+from gradtx.tree import map_params as tree_map_params  # noqa: E402
 from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *
@@ -12,13 +24,18 @@ from gradtx.flat import *
 from gradtx.gradcheck import *
 from gradtx.hyperparams import *
 from gradtx.lbfgs import *
+from gradtx.linalg import *
 from gradtx.linesearch import *
+from gradtx.losses import *
+from gradtx.microbatching import *
 from gradtx.minimize import *
 from gradtx.optimizers.adam_variants import *
 from gradtx.optimizers.classic import *
 from gradtx.optimizers.full_batch import *
 from gradtx.optimizers.layerwise_and_sign import *
+from gradtx.param_updates import *
 from gradtx.partition import *
+from gradtx.safe_math import *
 from gradtx.safety import *
 from gradtx.schedules import *
 from gradtx.transforms.adam_variants import *

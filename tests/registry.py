@@ -108,6 +108,7 @@ CASES += [
     Case("novograd", lambda lr: gradtx.novograd(lr), conv_lr=1e-4, steps=20000),
     Case("lion", lambda lr: gradtx.lion(lr, weight_decay=0.0), conv_lr=1e-4, steps=60000),
     Case("optimistic_adam", lambda lr: gradtx.optimistic_adam(lr), conv_lr=1e-2, steps=5000),
+    Case("optimistic_adam_v2", lambda lr: gradtx.optimistic_adam_v2(lr), conv_lr=1e-2, steps=5000),
     Case("sm3", lambda lr: gradtx.sm3(lr), complex_ok=False, conv_lr=0.5, steps=5000),
     Case("adafactor", lambda lr: gradtx.adafactor(lr), conv_lr=3e-4, steps=40000),
 ]

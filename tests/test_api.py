@@ -21,7 +21,7 @@ MODULES = sorted(
 
 # Namespaces with optax's layout (``optax.tree``, ``optax.losses``, ...): their names are reached
 # through the namespace, not all at the top level; and gradtx's internal numerics.
-NAMESPACES = {"gradtx.tree", "gradtx.tree_utils", "gradtx.numerics"}
+NAMESPACES = {"gradtx.tree", "gradtx.tree_utils", "gradtx.numerics", "gradtx.contrib"}
 
 
 def _public(module):
