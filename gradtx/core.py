@@ -759,6 +759,7 @@ class _FromFunctions(GradientTransformation):
 
     init_fn: Callable[..., Any] = static_field()
     update_fn: Callable[..., Any] = static_field()
+    _owner = "GradientTransformation"  # the name the user called, for error messages
 
     def __init__(
         self,
@@ -768,7 +769,7 @@ class _FromFunctions(GradientTransformation):
         init_fn: Callable[..., Any] | None = None,  # the field names, used when unflattening
         update_fn: Callable[..., Any] | None = None,
     ):
-        owner = type(self).__mro__[1].__name__
+        owner = self._owner
         init = init_fn if init is None else init
         update = update_fn if update is None else update
         for name, fn in (("init", init), ("update", update)):
@@ -797,6 +798,11 @@ class _FromFunctions(GradientTransformation):
 @transform
 class _FromFunctionsExtraArgs(_FromFunctions, GradientTransformationExtraArgs):
     """A transform built from an ``(init_fn, update_fn)`` pair whose update takes extra args."""
+
+    _owner = "GradientTransformationExtraArgs"
+
+    def __init__(self, *args: Any, **kwargs: Any):  # the checks above, not a dataclass __init__
+        _FromFunctions.__init__(self, *args, **kwargs)
 
     def update(self, updates, state, params=None, **extra_args):
         return self.update_fn(updates, state, params, **extra_args)
