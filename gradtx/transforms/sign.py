@@ -115,6 +115,11 @@ class scale_by_rprop(GradientTransformation):
         def steps(p):
             if p is None:
                 return None
+            if jnp.iscomplexobj(p):  # the sign of a gradient component is undefined
+                raise TypeError(
+                    f"scale_by_rprop: complex parameters are not supported (Rprop compares the "
+                    f"signs of successive gradients), got dtype {jnp.result_type(p)}"
+                )
             dt = tree_lib.real_dtype(jnp.result_type(p))
             return jnp.full(jnp.shape(p), self.learning_rate, dt)
 
