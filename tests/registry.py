@@ -24,6 +24,7 @@ class Case:
     rosenbrock_tol: float = 5e-2
     steps: int = 2000
     conv_lr: float | None = None  # learning rate for the convergence tests (default: lr)
+    converges: bool = True  # in the convergence tests (building blocks are not optimizers)
 
 
 CASES: list[Case] = [
@@ -111,6 +112,41 @@ CASES += [
     Case("optimistic_adam_v2", lambda lr: gradtx.optimistic_adam_v2(lr), conv_lr=1e-2, steps=5000),
     Case("sm3", lambda lr: gradtx.sm3(lr), complex_ok=False, conv_lr=0.5, steps=5000),
     Case("adafactor", lambda lr: gradtx.adafactor(lr), conv_lr=3e-4, steps=40000),
+]
+
+# Building blocks, each followed by a learning rate: the property tests (dtypes, jit, vmap,
+# grad, no recompilation) hold for them too. L-BFGS without a line search needs no value_fn.
+CASES += [
+    Case(
+        "scale_by_distance_over_gradients",
+        lambda lr: gradtx.chain(
+            gradtx.scale_by_distance_over_gradients(), gradtx.scale_by_learning_rate(lr)
+        ),
+        lr=1.0,
+        converges=False,
+    ),
+    Case(
+        "scale_by_param_block_norm",
+        lambda lr: gradtx.chain(
+            gradtx.scale_by_param_block_norm(), gradtx.scale_by_learning_rate(lr)
+        ),
+        converges=False,
+    ),
+    Case(
+        "scale_by_param_block_rms",
+        lambda lr: gradtx.chain(
+            gradtx.scale_by_param_block_rms(), gradtx.scale_by_learning_rate(lr)
+        ),
+        converges=False,
+    ),
+    Case(
+        "normalize_by_update_norm",
+        lambda lr: gradtx.chain(
+            gradtx.normalize_by_update_norm(), gradtx.scale_by_learning_rate(lr)
+        ),
+        converges=False,
+    ),
+    Case("lbfgs_no_linesearch", lambda lr: gradtx.lbfgs(lr, linesearch=None), converges=False),
 ]
 
 BY_NAME = {c.name: c for c in CASES}

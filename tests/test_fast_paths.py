@@ -213,7 +213,20 @@ def test_eager_errors_are_the_plain_errors(eager_on):
 # The flat path.
 
 # Optimizers that need each parameter's own shape or norm, or draw per-leaf noise.
-REFUSED = {"lamb", "lars", "fromage", "novograd", "sm3", "adafactor", "noisy_sgd"}
+REFUSED = {
+    "lamb",
+    "lars",
+    "fromage",
+    "novograd",
+    "sm3",
+    "adafactor",
+    "noisy_sgd",
+    "scale_by_distance_over_gradients",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
+    "normalize_by_update_norm",
+    "lbfgs_no_linesearch",
+}
 
 
 def _mixed_params():
