@@ -209,8 +209,9 @@ def test_adafactor_relative_step_decays_after_ten_thousand_steps(x64, count):
     runs ``for t = 1 to T`` and ρ_t, β̂_2t use that t): ρ = 10⁻² up to t = 10⁴, then 1/√t."""
     rng = np.random.default_rng(7)
     x = {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=(5,))}
-    g = {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=(5,))}
-    # Non-zero statistics of the right size so that the decay β̂ and the clipping both act.
+    # "b" is large enough to be clipped (RMS(U) ≈ 2), "w" is not (RMS(U) ≈ 0.8).
+    g = {"w": rng.normal(size=(3, 4)), "b": 3.0 * rng.normal(size=(5,))}
+    # Non-zero statistics, so the decay β̂_t (also taken at t = count + 1) enters the update.
     r0 = 2.0 + rng.random(3)
     c0 = 2.0 + rng.random(4)
     v0 = 1.0 + rng.random(5)
@@ -229,8 +230,7 @@ def test_adafactor_relative_step_decays_after_ten_thousand_steps(x64, count):
     t = count + 1
     keys = ["b", "w"]  # jax's (sorted) leaf order
     stats = [{"V": v0}, {"R": r0, "C": c0}]
-    want, rho = _np_adafactor_step([x[k] for k in keys], [g[k] for k in keys], stats, t)
-    assert rho == (1e-2 if t <= 10_000 else 1.0 / np.sqrt(t))
+    want, _ = _np_adafactor_step([x[k] for k in keys], [g[k] for k in keys], stats, t)
     for k, w in zip(keys, want, strict=True):
         assert_close(np.asarray(got[k]), w)
 
