@@ -186,8 +186,10 @@ def np_adam(lr, b1, b2, eps, eps_root=0.0, wd=0.0, nadam=False, l2=0.0):
 
 
 def np_adamax(lr, b1, b2, eps, wd=0.0):
-    """Kingma & Ba Algorithm 2: m <- b1 m + (1-b1) g ; u <- max(b2 u, |g| + eps) ;
-    theta <- theta - lr m / ((1 - b1^t) u)  [- lr wd theta]."""
+    """AdaMax in gradtx's (and optax's) form: Kingma & Ba's Algorithm 2 with eps inside the
+    max, m <- b1 m + (1-b1) g ; u <- max(b2 u, |g| + eps) ; theta <- theta - lr m / ((1 - b1^t) u)
+    [- lr wd theta]. The paper's box has no eps (u can be 0 there);
+    test_formula_holes.py::test_adamax_puts_eps_inside_the_max tells the forms apart."""
 
     def step(theta, g, t, mem):
         m = b1 * mem.get("m", np.zeros_like(theta)) + (1 - b1) * g
