@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 
-.PHONY: demo test lint format bench bench-lbfgs clean
+.PHONY: demo test lint format bench bench-lbfgs mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP_TEST)
 
 bench-lbfgs: $(STAMP_TEST)
 	$(BIN)/python benchmarks/lbfgs.py
+
+# Slow (minutes), not part of `make test`: plants each formula bug of scripts/mutations.py in a
+# copy of the package and checks that the tests catch it.
+mutation: $(STAMP_TEST)
+	$(BIN)/python scripts/mutation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

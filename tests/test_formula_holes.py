@@ -516,3 +516,68 @@ def test_adamax_puts_eps_inside_the_max(x64):
     # The data separate the forms: neither alternative is within 1e-3 of what gradtx computes.
     assert max(diffs_paper) > 1e-2
     assert max(diffs_outside) > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# Holes the mutation check (scripts/mutation.py) found next.
+
+
+def test_sps_plus_takes_no_step_below_f_min_where_sps_steps_back(x64):
+    g = jnp.array([1.0, -2.0])
+    gap, sq = 0.5 - 1.0, 5.0  # value below f_min
+    plus = gradtx.scale_by_polyak(f_min=1.0, variant="sps+")
+    u, _ = plus.update(g, plus.init(g), value=jnp.asarray(0.5))
+    np.testing.assert_array_equal(np.asarray(u), [0.0, 0.0])  # max(f - f*, 0) = 0
+    sps = gradtx.scale_by_polyak(f_min=1.0)
+    u, _ = sps.update(g, sps.init(g), value=jnp.asarray(0.5))
+    np.testing.assert_allclose(np.asarray(u), gap / sq * np.array([1.0, -2.0]), rtol=1e-12)
+
+
+def test_dog_puts_eps_under_the_square_root(x64):
+    # eta = r / sqrt(sum |g|^2 + eps), r = reps_rel (1 + |x0|) on the first step
+    p, g = jnp.array([3.0, 4.0]), jnp.array([1.0, 2.0])
+    tx = gradtx.scale_by_distance_over_gradients(reps_rel=0.1, eps=4.0, param_dtype=jnp.float64)
+    u, _ = tx.update(g, tx.init(p), p)
+    eta = 0.1 * (1 + 5.0) / np.sqrt(5.0 + 4.0)
+    np.testing.assert_allclose(np.asarray(u), eta * np.array([1.0, 2.0]), rtol=1e-12)
+
+
+def test_weight_decay_follows_an_element_wise_mask_function(x64):
+    p = {"w": jnp.array([-1.0, 2.0, -3.0, 4.0])}
+    g = {"w": jnp.array([0.5, 0.5, 0.5, 0.5])}
+    tx = gradtx.add_decayed_weights(0.1, mask=lambda params: jax.tree.map(lambda x: x > 0, params))
+    u, _ = jax.jit(lambda g, s, p: tx.update(g, s, p))(g, tx.init(p), p)
+    want = np.array([0.5, 0.5 + 0.1 * 2.0, 0.5, 0.5 + 0.1 * 4.0])
+    np.testing.assert_allclose(np.asarray(u["w"]), want, rtol=1e-12)
+
+
+def test_zoom_accepts_only_steps_with_sufficient_decrease(x64):
+    # f(x) = x^2 from x = 1 along u = -1.9: the unit step lands at -0.9, where f fell (0.81 < 1)
+    # and the curvature condition holds for c2 = 0.95, but Armijo with c1 = 0.5 does not
+    # (0.81 > 1 - 0.5 * 1 * 3.8); the search must go on to a step that satisfies both.
+    f = lambda x: jnp.sum(x**2)  # noqa: E731
+    x, c1, c2 = jnp.array([1.0]), 0.5, 0.95
+    ls = gradtx.scale_by_zoom_linesearch(
+        max_linesearch_steps=30,
+        slope_rtol=c1,
+        curv_rtol=c2,
+        approx_dec_rtol=None,
+        initial_guess_strategy="one",
+    )
+    u = jnp.array([-1.9])
+    out, _ = ls.update(u, ls.init(x), x, value=f(x), grad=2 * x, value_fn=f)
+    t = float(out[0] / u[0])
+    slope0 = 2.0 * 1.0 * -1.9
+    new = 1.0 + t * -1.9
+    assert new**2 <= 1.0 + c1 * t * slope0 + 1e-12, t  # Armijo
+    assert abs(2 * new * -1.9) <= c2 * abs(slope0) + 1e-12, t  # strong Wolfe curvature
+    assert t != 1.0
+
+
+def test_lbfgs_keeps_a_pair_only_with_positive_curvature():
+    from gradtx.lbfgs import _curvature_ok
+
+    s, y = jnp.array([1.0, 0.0]), jnp.array([-1.0, 0.5])  # <s, y> = -1 < 0
+    assert not bool(_curvature_ok(s, y))
+    assert bool(_curvature_ok(s, -y))
+    assert not bool(_curvature_ok(s, jnp.array([0.0, 3.0])))  # <s, y> = 0
