@@ -122,6 +122,9 @@ class FlatLayout:
                 leaves.append(None)
                 continue
             buf = buffers[name]
+            if not jax.tree_util.tree_leaves(buf):  # a group a mask hides (``MaskedNode()``)
+                leaves.append(buf)
+                continue
             if isinstance(buf, jax.ShapeDtypeStruct):  # an abstract state (``eval_shape``)
                 leaves.append(jax.ShapeDtypeStruct(shape, buf.dtype))
                 continue
@@ -203,12 +206,27 @@ class FlatState(NamedTuple):
     def packed(self, view: Any) -> FlatState:
         """The inverse of :meth:`unpacked`: ``view`` (shaped like ``unpacked()``) as a state."""
         inner = jax.tree_util.tree_map(
-            lambda t, v: self.layout.gather(v, "state") if self.layout.is_group_dict(t) else v,
+            lambda t, v: self._regather(t, v) if self.layout.is_group_dict(t) else v,
             self.inner,
             view,
             is_leaf=self.layout.is_group_dict,
         )
         return FlatState(inner, self.layout, _offsets(self.layout))
+
+    def _regather(self, buffers: dict, view: Any) -> dict:
+        """``view`` (a params-shaped tree) as group buffers; a group a mask hides (its buffer a
+        ``MaskedNode()``) stays hidden."""
+        hidden = {n for n, b in buffers.items() if not jax.tree_util.tree_leaves(b)}
+        if not hidden:
+            return self.layout.gather(view, "state")
+        layout = self.layout
+        parts = layout.treedef.flatten_up_to(view)
+        filled = [
+            jnp.zeros(shape, dt) if shape is not None and not jax.tree_util.tree_leaves(x) else x
+            for x, shape, dt in zip(parts, layout.shapes, layout.dtypes, strict=True)
+        ]
+        out = layout.gather(jax.tree_util.tree_unflatten(layout.treedef, filled), "state")
+        return {n: buffers[n] if n in hidden else b for n, b in out.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +269,7 @@ def _check_flat(tx: Any) -> list[Any]:
             f"flat: {tx!r} is not a gradtx transform, so flat cannot tell whether it works on "
             "flat buffers; use gradtx's transform of the same name"
         )
-    name = type(tx).__name__
+    name = getattr(tx, "_owner", type(tx).__name__)  # GradientTransformation(init, update)
     if not (type(tx) in _flat_safe_types() or getattr(type(tx), "flat_safe", False)):
         raise TypeError(
             f"flat: {name} needs each parameter's own shape or norm (or is not known to act "

@@ -128,7 +128,12 @@ def _walk(tx: Any, state: Any, route: tuple, labels: tuple, out: list[_Entry]) -
             continue
         v = getattr(tx, f.name)
         if _is_tx(v):
-            inner = next((getattr(state, n) for n in _INNER_STATE_NAMES if hasattr(state, n)), None)
+            if getattr(tx, "_state_is_inner", False):  # the wrapper keeps the inner state as is
+                inner = state
+            else:
+                inner = next(
+                    (getattr(state, n) for n in _INNER_STATE_NAMES if hasattr(state, n)), None
+                )
             if inner is not None:
                 _walk(v, inner, (*route, ("field", f.name)), (*labels, f.name), out)
         elif isinstance(v, Mapping) and v and all(_is_tx(t) for t in v.values()):

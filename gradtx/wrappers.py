@@ -213,6 +213,8 @@ class flatten(GradientTransformation):
         (5,)
     """
 
+    _state_is_inner = True  # its state is the inner transform's (see gradtx.hyperparams)
+
     inner: Any
 
     def _check(self):
@@ -271,6 +273,12 @@ class keep_params_nonnegative(GradientTransformation):
     """
 
     def init(self, params):
+        for p in jax.tree_util.tree_leaves(params):
+            if jnp.iscomplexobj(p):
+                raise TypeError(
+                    "keep_params_nonnegative: complex parameters have no sign to keep, got "
+                    f"dtype {jnp.result_type(p)}"
+                )
         return EmptyState()
 
     def update(self, updates, state, params=None, **extra_args):

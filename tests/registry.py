@@ -10,6 +10,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 import gradtx
 
 
@@ -147,6 +150,132 @@ CASES += [
         converges=False,
     ),
     Case("lbfgs_no_linesearch", lambda lr: gradtx.lbfgs(lr, linesearch=None), converges=False),
+]
+
+
+def _then_lr(*transforms):
+    """Building blocks followed by the learning rate (``lr`` may be a schedule)."""
+    return lambda lr: gradtx.chain(*transforms, gradtx.scale_by_learning_rate(lr))
+
+
+def _wrap(wrapper):
+    """A wrapper around Adam (its learning rate is the case's)."""
+    return lambda lr: wrapper(gradtx.adam(lr))
+
+
+def _tree_map_double(g, p):
+    return 2.0 * g
+
+
+def _even_steps(step):  # one function object, so the transform's treedef stays the same
+    return step % 2 == 0
+
+
+def _matrices(params):
+    return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+
+
+def _not_matrices(params):
+    return jax.tree.map(lambda x: jnp.ndim(x) < 2, params)
+
+
+# Every other public transform and wrapper, so that the property tests hold for each. Not here:
+# the line searches (they need a value_fn that agrees with the gradient, which the registry's
+# synthetic gradients do not have; tests/test_linesearch.py covers them), and lookahead (its
+# params are LookaheadParams; tests/test_averaging.py covers it).
+CASES += [
+    Case(
+        "clip_and_friends",
+        _then_lr(gradtx.clip(10.0), gradtx.clip_by_global_norm(10.0), gradtx.zero_nans()),
+        complex_ok=False,  # element-wise clipping is for real numbers
+        converges=False,
+    ),
+    Case(
+        "adaptive_grad_clip",
+        _then_lr(gradtx.adaptive_grad_clip(0.1)),
+        converges=False,
+    ),
+    Case("centralize", _then_lr(gradtx.centralize()), converges=False),
+    Case(
+        "keep_params_nonnegative",
+        _then_lr(gradtx.keep_params_nonnegative()),
+        complex_ok=False,
+        converges=False,
+    ),
+    Case("apply_every", _then_lr(gradtx.apply_every(2)), converges=False),
+    Case(
+        "scale_by_schedule",
+        _then_lr(gradtx.scale_by_schedule(gradtx.linear_schedule(1.0, 0.5, 10))),
+        converges=False,
+    ),
+    Case(
+        "set_to_zero_then_sgd", _then_lr(gradtx.identity(), gradtx.set_to_zero()), converges=False
+    ),
+    Case("stateless", _then_lr(gradtx.stateless(lambda u, p: u)), converges=False),
+    Case(
+        "stateless_with_tree_map",
+        _then_lr(gradtx.stateless_with_tree_map(_tree_map_double)),
+        converges=False,
+    ),
+    Case(
+        "function_pair",
+        _then_lr(gradtx.GradientTransformation(lambda p: (), lambda u, s, p=None: (u, s))),
+        converges=False,
+    ),
+    Case(
+        "monitors",
+        _then_lr(
+            gradtx.monitor(
+                {"norm": gradtx.tree.norm, "ema": gradtx.measure_with_ema(gradtx.tree.norm)}
+            ),
+            gradtx.snapshot("first", lambda u: gradtx.tree.norm(u)),
+        ),
+        converges=False,
+    ),
+    Case("monitor_norms", _wrap(gradtx.monitor_norms), converges=False),
+    Case("MultiSteps", _wrap(lambda o: gradtx.MultiSteps(o, every_k_schedule=2)), converges=False),
+    Case("apply_if_finite", _wrap(lambda o: gradtx.apply_if_finite(o, 3)), converges=False),
+    Case(
+        "conditionally_transform",
+        _wrap(lambda o: gradtx.conditionally_transform(o, _even_steps)),
+        converges=False,
+    ),
+    Case(
+        "conditionally_mask",
+        _wrap(lambda o: gradtx.conditionally_mask(o, _even_steps)),
+        converges=False,
+    ),
+    Case("flatten", _wrap(gradtx.flatten), converges=False),
+    Case("param_ema", _wrap(gradtx.param_ema), converges=False),
+    Case("swa", _wrap(gradtx.swa), converges=False),
+    Case(
+        "masked",
+        lambda lr: gradtx.chain(
+            gradtx.masked(gradtx.adam(lr), _matrices), gradtx.masked(gradtx.sgd(lr), _not_matrices)
+        ),
+        converges=False,
+    ),
+    Case(
+        "named_chain",
+        lambda lr: gradtx.named_chain(
+            ("clip", gradtx.clip_by_global_norm(10.0)), ("adam", gradtx.adam(lr))
+        ),
+        converges=False,
+    ),
+    Case(
+        "inject_hyperparams",
+        # float32 hyperparameters: in float16, adam's eps = 1e-8 would round to 0 (issue 14)
+        lambda lr: gradtx.inject_hyperparams(gradtx.adam, hyperparam_dtype=jnp.float32)(
+            learning_rate=lr
+        ),
+        converges=False,
+    ),
+    Case(
+        "reduce_on_plateau",
+        lambda lr: gradtx.chain(gradtx.adam(lr), gradtx.reduce_on_plateau(patience=1)),
+        extra_args=_polyak_value,
+        converges=False,
+    ),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
