@@ -19,6 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import random_problem
+from test_formulas import _flat
+from test_formulas import run_gradtx as _run_gradtx
+from test_formulas import run_numpy as _run_numpy
 
 import gradtx
 
@@ -29,43 +32,14 @@ def _leaves(tree):
     return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def _flat(tree):
-    return np.concatenate([np.ravel(x) for x in _leaves(tree)])
-
-
-def _unflat(vec, like):
-    leaves, treedef = jax.tree_util.tree_flatten(like)
-    out, i = [], 0
-    for x in leaves:
-        n = np.size(x)
-        out.append(vec[i : i + n].reshape(np.shape(x)))
-        i += n
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
 def run_gradtx(opt, params, grad, steps=STEPS):
     """Parameter iterates of a gradtx optimizer (jitted update), flattened, one row per step."""
-    p = jax.tree_util.tree_map(np.asarray, params)
-    state = opt.init(p)
-    step = jax.jit(opt.update)
-    out = []
-    for t in range(steps):
-        u, state = step(grad(jax.tree_util.tree_map(np.asarray, p), t), state, p)
-        p = gradtx.apply_updates(p, u)
-        out.append(_flat(p))
-    return np.stack(out)
+    return _run_gradtx(opt, params, grad, steps)
 
 
 def run_numpy(step, params, grad, steps=STEPS):
     """Iterates of ``step(theta, g, t, mem) -> theta`` on the flattened vector (t from 1)."""
-    theta = _flat(params)
-    mem: dict = {}
-    out = []
-    for t in range(1, steps + 1):
-        g = _flat(grad(_unflat(theta, params), t - 1))
-        theta = step(theta, g, t, mem)
-        out.append(theta.copy())
-    return np.stack(out)
+    return _run_numpy(step, params, grad, steps)
 
 
 def run_numpy_leaves(step, params, grad, steps=STEPS):
