@@ -6,16 +6,16 @@ each is exported and documented.
 
 # Namespaces laid out as optax's: gradtx.tree, gradtx.tree_utils, gradtx.transforms,
 # gradtx.schedules, gradtx.losses and gradtx.contrib mean what optax's do.
-from gradtx import contrib, losses, schedules, transforms, tree, tree_utils  # noqa: E402, I001
+from gradtx import contrib, losses, schedules, transforms, tree, tree_utils  # noqa: I001
 
 # optax also offers these tree functions at its top level, under these names.
-from gradtx.tree import (  # noqa: E402
+from gradtx.tree import (
     bias_correction,
     update_infinity_moment,
     update_moment,
     update_moment_per_elem_norm,
 )
-from gradtx.tree import map_params as tree_map_params  # noqa: E402
+from gradtx.tree import map_params as tree_map_params
 from gradtx.accumulation import *
 from gradtx.averaging import *
 from gradtx.checkpoint import *
