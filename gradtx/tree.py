@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gradtx import numerics
 from gradtx.numerics import abs_sq, compute_dtype, real_dtype
 
 __all__ = [
@@ -648,7 +649,7 @@ def bias_correction(moment: Any, decay: ArrayLike, count: ArrayLike) -> Any:
 
     Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, §3.
     """
-    corr = 1 - jnp.asarray(decay) ** jnp.asarray(count)
+    corr = numerics.bias_correction_scalar(decay, count)  # 1 − β^t, once for the tree
     by_dtype: dict[Any, Any] = {}
 
     def f(m: Any) -> Any:
