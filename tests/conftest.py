@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: a bounded profile in CI (CI=true, set by .ci/run), a thorough one on
+# request (HYPOTHESIS_PROFILE=thorough), and a middle one for everyday local runs. Examples run
+# jitted optimizers, so there is no per-example deadline (the first example of a new tree
+# structure compiles).
+_NO_DEADLINE = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=8, derandomize=True, **_NO_DEADLINE)
+settings.register_profile("dev", max_examples=25, **_NO_DEADLINE)
+settings.register_profile("thorough", max_examples=300, **_NO_DEADLINE)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 # Comparing float32 trajectories with optax: gradtx forms 1 − β and 1 − β^t from the same float32
 # β on every path (eager, jitted, optimizer as an argument), optax forms 1 − β in Python's float64
