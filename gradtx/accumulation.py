@@ -18,8 +18,8 @@ from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     _as_member,
+    check_count,
     check_dtype,
-    check_range,
     static_field,
     transform,
 )
@@ -87,7 +87,7 @@ class MultiSteps(GradientTransformation):
     def _check(self):
         object.__setattr__(self, "opt", _as_member(self.opt))
         if not callable(self.every_k_schedule):
-            check_range("MultiSteps", "every_k_schedule", self.every_k_schedule, low=1.0)
+            check_count("MultiSteps", "every_k_schedule", self.every_k_schedule, low=1)
         object.__setattr__(
             self,
             "accumulator_dtype",
@@ -220,7 +220,7 @@ class apply_every(GradientTransformation):
     k: Any = 1
 
     def _check(self):
-        check_range("apply_every", "k", self.k, low=1.0)
+        check_count("apply_every", "k", self.k, low=1)
 
     def init(self, params):
         return ApplyEveryState(
@@ -242,4 +242,8 @@ class apply_every(GradientTransformation):
             acc,
             updates,
         )
-        return out, ApplyEveryState(count=tree_lib.safe_increment(state.count), grad_acc=acc)
+        # Near the int32 limit the count steps back by a multiple of k (same phase), so it
+        # neither wraps nor stops the cycle as a saturating count would.
+        near_limit = state.count >= jnp.iinfo(jnp.int32).max - self.k
+        count = jnp.where(near_limit, state.count % self.k + 1, state.count + 1)
+        return out, ApplyEveryState(count=count.astype(state.count.dtype), grad_acc=acc)

@@ -18,6 +18,7 @@ from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     _as_member,
+    check_count,
     check_decay,
     check_dtype,
     check_range,
@@ -168,8 +169,8 @@ class swa(GradientTransformation):
 
     def _check(self):
         object.__setattr__(self, "inner", _as_member(self.inner))
-        check_range("swa", "start", self.start, low=1.0)
-        check_range("swa", "every", self.every, low=1.0)
+        check_count("swa", "start", self.start, low=1)
+        check_count("swa", "every", self.every, low=1)
         object.__setattr__(
             self,
             "accumulator_dtype",
@@ -189,7 +190,7 @@ class swa(GradientTransformation):
         theta = _next_params("swa", params, new)
         step = tree_lib.safe_increment(state.count)
         take = (step >= self.start) & ((step - self.start) % self.every == 0)
-        n = jnp.where(take, state.n_averaged + 1, state.n_averaged)
+        n = jnp.where(take, tree_lib.safe_increment(state.n_averaged), state.n_averaged)
         denom = jnp.maximum(n, 1)
         avg = jax.tree_util.tree_map(
             lambda a, t: jnp.where(
@@ -258,10 +259,11 @@ class lookahead(GradientTransformation):
     sync_period: Any = 5
     slow_step_size: Any = 0.5
     reset_state: bool = static_field(False)
+    _updates_like_params = False  # params are LookaheadParams(fast, slow)
 
     def _check(self):
         object.__setattr__(self, "fast_optimizer", _as_member(self.fast_optimizer))
-        check_range("lookahead", "sync_period", self.sync_period, low=1.0)
+        check_count("lookahead", "sync_period", self.sync_period, low=1)
         check_range("lookahead", "slow_step_size", self.slow_step_size, low=0.0, high=1.0)
 
     def init(self, params):

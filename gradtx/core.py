@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -60,6 +61,7 @@ __all__ = [
     "check_range",
     "check_nonnegative",
     "check_decay",
+    "check_count",
     "check_dtype",
     "concrete_float",
     "hyper",
@@ -68,6 +70,7 @@ __all__ = [
     "resolve_mask",
     "broadcast_mask",
     "field_repr",
+    "user_facing",
 ]
 
 Params = Any  # a pytree of arrays: the model's parameters
@@ -225,7 +228,7 @@ def check_range(
     finite, and ``TypeError`` for text. Traced values and callables (schedules) are not checked,
     nor values that arrive during training (see :func:`concrete_float`).
     """
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes | list | tuple | dict | set) and not _VALIDATION.unchecked:
         raise TypeError(f"{owner}: {name} must be a number, array or schedule, got {value!r}")
     x = concrete_float(value)
     if x is None:
@@ -276,6 +279,17 @@ def check_nonnegative(owner: str, name: str, value: Any) -> None:
 def check_decay(owner: str, name: str, value: Any) -> None:
     """A decay rate (beta): ``0 <= value < 1``, when concrete."""
     check_range(owner, name, value, low=0.0, high=1.0, high_open=True)
+
+
+def check_count(owner: str, name: str, value: Any, low: int = 0) -> None:
+    """A count (steps, a period, a patience): a whole number ``>= low``, when concrete."""
+    if isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+    check_range(owner, name, value, low=float(low))
+    x = concrete_float(value)
+    arr = _concrete_array(value) if x is None else np.asarray(x)
+    if arr is not None and arr.size and not np.all(arr == np.round(arr)):
+        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
 
 
 def check_dtype(owner: str, name: str, value: Any) -> Any:
@@ -384,19 +398,30 @@ def _jit_update(tx, updates, state, params, extra_args):
     return tx.update(updates, state, params, **extra_args)
 
 
+def _any_member(obj: Any, pred: Callable[[Any], bool]) -> bool:
+    """Whether ``pred`` holds for a transform or one nested in it (members, inner transforms)."""
+    if isinstance(obj, _Foreign) or (isinstance(obj, GradientTransformation) and pred(obj)):
+        return True
+    if isinstance(obj, GradientTransformation):
+        return any(_any_member(v, pred) for v in vars(obj).values())
+    if isinstance(obj, tuple | list):
+        return any(_any_member(v, pred) for v in obj)
+    if isinstance(obj, dict):
+        return any(_any_member(v, pred) for v in obj.values())
+    return False
+
+
 def _runs_plainly(obj: Any) -> bool:
     """Whether a transform (or one nested in it) must keep running op by op when called
     eagerly: a transform of another library (an opaque closure that may have side effects),
     or one whose eager behaviour differs on purpose (``_eager_compilable`` is False)."""
-    if isinstance(obj, _Foreign):
-        return True
-    if isinstance(obj, GradientTransformation):
-        return not obj._eager_compilable() or any(_runs_plainly(v) for v in vars(obj).values())
-    if isinstance(obj, tuple | list):
-        return any(_runs_plainly(v) for v in obj)
-    if isinstance(obj, dict):
-        return any(_runs_plainly(v) for v in obj.values())
-    return False
+    return _any_member(obj, lambda t: not t._eager_compilable())
+
+
+def _holds_foreign_functions(obj: Any) -> bool:
+    """Whether a transform (or one nested in it) is another library's or built from the user's
+    own ``(init_fn, update_fn)``: their states are of their own making."""
+    return _any_member(obj, lambda t: isinstance(t, _FromFunctions))
 
 
 def _compiled_update(tx, updates, state, params, extra_args):
@@ -434,15 +459,248 @@ def _canonical(tx: Any) -> Any:
 def _with_eager_jit(plain: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(plain)
     def update(self, updates, state, params=None, **extra_args):
+        if state is None:
+            _refuse_missing_state(self, updates, params)
         self = _canonical(self)
         if _eager():
             out = _compiled_update(self, updates, state, params, extra_args)
             if out is not _FALLBACK:
                 return out
-        return plain(self, updates, state, params, **extra_args)
+        if _UPDATE_CALL.depth:
+            return plain(self, updates, state, params, **extra_args)
+        # The outermost update (traced once under jit): updates shaped like the params, and
+        # the state what init builds.
+        if not _any_member(self, lambda t: not t._updates_like_params):
+            tree_lib.check_structure(
+                updates, params, f"{_user_name(self)}.update", "updates", "params"
+            )
+        if state is not None:  # None: a stateless transform (_refuse_missing_state said so)
+            _check_state_structure(self, updates, state, params)
+        _UPDATE_CALL.depth += 1
+        try:
+            return plain(self, updates, state, params, **extra_args)
+        finally:
+            _UPDATE_CALL.depth -= 1
 
     update._gradtx_plain = plain
     return update
+
+
+def _user_name(tx: Any) -> str:
+    """The name the user called to build ``tx`` (``adam`` for the chain ``adam`` returns), for
+    error messages."""
+    return getattr(tx, "_name", None) or getattr(tx, "_owner", None) or type(tx).__name__
+
+
+class _UpdateCall(threading.local):
+    depth: int = 0
+
+
+_UPDATE_CALL = _UpdateCall()
+
+
+# The state structures each transform structure's init has built: an update whose state has one
+# of them needs no further check (tracing init again would cost as much as init itself).
+_STATES_BUILT: dict[Any, set[Any]] = {}
+
+
+def _remember_state(tx_def: Any, state_def: Any) -> None:
+    if len(_STATES_BUILT) > 4096:  # bounded: a long sweep over structures must not grow it
+        _STATES_BUILT.clear()
+    _STATES_BUILT.setdefault(tx_def, set()).add(state_def)
+
+
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_state_structure(tx_def: Any, tx_avals: tuple, ref_def: Any, ref_avals: tuple):
+    tx = jax.tree_util.tree_unflatten(tx_def, tx_avals)
+    ref = jax.tree_util.tree_unflatten(ref_def, ref_avals)
+    return jax.eval_shape(lambda t, r: t.init(r), tx, ref)
+
+
+def _check_state_structure(tx: Any, updates: Any, state: Any, params: Any) -> None:
+    """Refuse, naming the first differing path, a state that ``tx.init`` would not build (one
+    made by another optimizer, or for other parameters). Decided from structures and shapes
+    alone (cached), so under ``jit`` it costs nothing after tracing."""
+    if params is None or _holds_foreign_functions(tx):
+        # without params the updates would be the reference, and a wrong updates tree would be
+        # blamed on the state: the update's own checks speak then. Functions of the user's or
+        # of another library keep states of their own making.
+        return
+    try:
+        tx_leaves, tx_def = jax.tree_util.tree_flatten(tx)
+        state_def = jax.tree_util.tree_structure(state)
+        if state_def in _STATES_BUILT.get(tx_def, ()):
+            return  # the fast path: a structure this transform's init has built
+        ref_leaves, ref_def = jax.tree_util.tree_flatten(params)
+        expected = _expected_state_structure(
+            tx_def,
+            tuple(_abstract(x) for x in tx_leaves),
+            ref_def,
+            tuple(_abstract(x) for x in ref_leaves),
+        )
+    except Exception:  # noqa: BLE001  (cannot tell: let update itself speak)
+        return
+    if state_def == jax.tree_util.tree_structure(expected):
+        _remember_state(tx_def, state_def)
+        return
+    diff = tree_lib.first_difference(state, expected, names=("state", "state init builds"))
+    if diff is None:
+        return
+    path, why = diff
+    name = _user_name(tx)
+    raise ValueError(
+        f"{name}.update: the state is not what {name}.init builds: it differs at "
+        f"{path or 'the root'}: {why}. Was it made by another optimizer, or for other "
+        "parameters?"
+    )
+
+
+def _refuse_missing_state(tx: Any, updates: Any, params: Any) -> None:
+    """``update(..., state=None)``: an error, unless the transform keeps no state (optax's
+    stateless transforms accept ``None`` and so do ours)."""
+    try:
+        expected = jax.eval_shape(tx.init, params if params is not None else updates)
+    except Exception:  # noqa: BLE001  (cannot tell: let update itself speak)
+        return
+    if jax.tree_util.tree_leaves(expected) or (
+        isinstance(expected, tuple | list | dict) and len(expected)
+    ):
+        name = _user_name(tx)
+        raise ValueError(
+            f"{name}.update: the state is None; build it with {name}.init(params) and pass "
+            "the state that init (or the previous update) returned"
+        )
+
+
+class _InitCall(threading.local):
+    outer: str | None = None  # the name of the outermost transform being initialised
+
+
+_INIT_CALL = _InitCall()
+
+
+def _check_param_dtypes(owner: str, params: Any) -> None:
+    """Parameters must be floating or complex arrays: refuse integer and boolean leaves, naming
+    the optimizer and the first such path (gradient steps on them are meaningless)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dt = getattr(leaf, "dtype", None)
+        if dt is None:
+            if not isinstance(leaf, numbers.Number | np.ndarray):
+                continue  # not an array (e.g. a placeholder): the transform decides
+            dt = np.result_type(leaf)
+        if not jnp.issubdtype(dt, jnp.inexact):
+            raise TypeError(
+                f"{owner}: parameters must be floating or complex arrays; got "
+                f"{jnp.dtype(dt).name} at {jax.tree_util.keystr(path) or 'the root'} (filter them "
+                "out, e.g. with eqx.filter(model, eqx.is_inexact_array), or mask them out with "
+                "gradtx.masked)"
+            )
+
+
+def _with_param_check(plain: Callable[..., Any]) -> Callable[..., Any]:
+    """``init`` that first refuses integer and boolean parameters (see _check_param_dtypes).
+
+    Containers (chains) and masks skip the check and leave it to their members, which see
+    only the leaves they will update: a leaf masked out may be an integer. The error names the
+    outermost transform, the one the user built (``adam``, not its ``scale_by_adam``).
+    """
+
+    @functools.wraps(plain)
+    def init(self, params):
+        outer = _INIT_CALL.outer is None
+        if outer:
+            _INIT_CALL.outer = _user_name(self)
+        try:
+            if self._checks_param_dtypes:
+                _check_param_dtypes(_INIT_CALL.outer, params)
+            state = plain(self, params)
+        finally:
+            if outer:
+                _INIT_CALL.outer = None
+        if outer:
+            try:
+                _remember_state(
+                    jax.tree_util.tree_structure(_canonical(self)),
+                    jax.tree_util.tree_structure(state),
+                )
+            except TypeError:  # an unhashable static option: update will check the long way
+                pass
+        return state
+
+    init._gradtx_plain = plain
+    return init
+
+
+_ERROR_HEAD = re.compile(r"(?P<owner>[A-Za-z_][\w.]*): (?P<name>[A-Za-z_]\w*)(?P<rest>\b.*)", re.S)
+
+
+def user_facing(
+    fn: Callable[..., Any] | None = None, *, renames: dict[tuple[str, str], str] | None = None
+) -> Any:
+    """Decorate a function that builds a transform from building blocks (``sgd`` builds
+    ``trace`` and ``scale_by_learning_rate``) so that its errors speak the user's words.
+
+    A bad argument refused by a building block (``trace: decay must be in [0, 1], got -0.5``)
+    is reported under the decorated function and the argument the user passed
+    (``sgd: momentum must be in [0, 1], got -0.5``): an argument of the same name keeps its
+    name, others are looked up in ``renames``, keyed by ``(block, argument)``. The returned
+    chain remembers the function's name, so later errors (``init`` with integer parameters,
+    ``update`` before ``init``) name it too.
+
+    Example:
+        >>> import gradtx
+        >>> @gradtx.user_facing(renames={("trace", "decay"): "beta"})
+        ... def heavy_ball(learning_rate, beta=0.9):
+        ...     return gradtx.chain(gradtx.trace(beta), gradtx.scale(-learning_rate))
+        >>> try:
+        ...     heavy_ball(0.1, beta=1.5)
+        ... except ValueError as e:
+        ...     print(e)
+        heavy_ball: beta must be in [0, 1], got 1.5
+    """
+    if fn is None:
+        return functools.partial(user_facing, renames=renames)
+    table = dict(renames or {})
+    own = fn.__name__
+    arg_names = set(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = fn(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            relabelled = _relabel(e, own, arg_names, table)
+            if relabelled is None:
+                raise
+            raise relabelled from None
+        if isinstance(out, chain) and out._name is None:
+            object.__setattr__(out, "_name", own)
+        return out
+
+    return build
+
+
+def _relabel(
+    e: Exception, own: str, arg_names: set[str], table: dict[tuple[str, str], str]
+) -> Exception | None:
+    m = _ERROR_HEAD.match(str(e)) if len(e.args) == 1 else None
+    if m is None or m["owner"] == own:
+        return None
+    name = table.get((m["owner"], m["name"]))
+    if name is None and m["name"] in arg_names:
+        name = m["name"]
+    if name is None:
+        return None
+    try:
+        new = type(e)(f"{own}: {name}{m['rest']}")
+    except Exception:  # noqa: BLE001  (an exception type with another constructor)
+        new = (ValueError if isinstance(e, ValueError) else TypeError)(f"{own}: {name}{m['rest']}")
+    new.__cause__ = None
+    return new
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,6 +772,16 @@ class GradientTransformation:
         upd = cls.__dict__.get("update")
         if upd is not None and not hasattr(upd, "_gradtx_plain"):
             cls.update = _with_eager_jit(upd)
+        ini = cls.__dict__.get("init")
+        if ini is not None and not hasattr(ini, "_gradtx_plain"):
+            cls.init = _with_param_check(ini)
+
+    # Whether init refuses integer and boolean parameters itself (containers and masks leave it
+    # to their members).
+    _checks_param_dtypes = True
+    # Whether ``update``'s updates have the params' structure (lookahead's params hold two
+    # copies of them).
+    _updates_like_params = True
 
     def _check(self) -> None:
         """Validate concrete hyperparameters; override in subclasses."""
@@ -884,6 +1152,8 @@ class chain(GradientTransformation):
     """
 
     transforms: tuple = ()
+    _name: str | None = None  # the function that built it (``adam``), for error messages
+    _checks_param_dtypes = False
 
     def __init__(self, *transforms: Any):
         # ``chain(a, b, c)`` like optax; unflattening passes the members wrapped in _ChainArgs
@@ -893,18 +1163,31 @@ class chain(GradientTransformation):
             return
         object.__setattr__(self, "transforms", tuple(_as_member(t) for t in transforms))
 
+    def _with_members(self, members: Any) -> chain:
+        """A chain of other members under the same name (so the same treedef when the members'
+        structures match: a rebuilt optimizer compiles nothing new)."""
+        out = chain(*members)
+        object.__setattr__(out, "_name", self._name)
+        return out
+
     def init(self, params: Params) -> tuple:
         return tuple(t.init(params) for t in self.transforms)
 
     def update(self, updates, state, params=None, **extra_args):
-        if len(state) != len(self.transforms):
+        owner = _user_name(self)
+        if type(state) not in (tuple, list) or len(state) != len(self.transforms):
+            what = (
+                f"a {type(state).__name__} of {len(state)} entries"
+                if type(state) in (tuple, list)
+                else f"a {type(state).__name__}"
+            )
             raise ValueError(
-                f"chain.update: the state has {len(state)} entries but the chain has "
-                f"{len(self.transforms)} transforms"
+                f"{owner}.update: the state is {what}, but {owner}.init builds a tuple of "
+                f"{len(self.transforms)} (one per transform); was it made by another optimizer?"
             )
         new_state = []
         for i, (t, s) in enumerate(zip(self.transforms, state, strict=True)):
-            updates, s = _member_update("chain", i, t, updates, s, params, extra_args)
+            updates, s = _member_update(owner, i, t, updates, s, params, extra_args)
             new_state.append(s)
         return updates, tuple(new_state)
 
@@ -928,8 +1211,8 @@ def _member_update(owner, where, tx, updates, state, params, extra_args):
         path, why = diff
         raise ValueError(
             f"{owner}: the state of member {where} ({type(tx).__name__}) is not what its init "
-            f"builds: it differs at {path or 'the root'} ({why}); got a {type(state).__name__}. "
-            "Was the state made by a different optimizer?"
+            f"builds: it differs at {path or 'the root'}: {why}. Was the state made by a "
+            "different optimizer?"
         ) from e
 
 
@@ -939,7 +1222,10 @@ class _ChainArgs:
 
 
 def _chain_unflatten(aux, children):
-    return chain(_ChainArgs(children[0]))
+    out = chain(_ChainArgs(children[0]))
+    if aux is not None:
+        object.__setattr__(out, "_name", aux)
+    return out
 
 
 # ``chain`` takes its members positionally (``chain(a, b, c)``, as optax), which the keyword
@@ -947,9 +1233,9 @@ def _chain_unflatten(aux, children):
 # with the same key path (``.transforms``) a dataclass registration would give.
 jax.tree_util.register_pytree_with_keys(
     chain,
-    lambda c: (((jax.tree_util.GetAttrKey("transforms"), c.transforms),), None),
+    lambda c: (((jax.tree_util.GetAttrKey("transforms"), c.transforms),), c._name),
     _chain_unflatten,
-    lambda c: ((c.transforms,), None),
+    lambda c: ((c.transforms,), c._name),
 )
 
 
@@ -969,6 +1255,7 @@ class named_chain(GradientTransformation):
 
     names: tuple = static_field(())
     transforms: tuple = ()
+    _checks_param_dtypes = False
 
     def __init__(self, *named: Any, names: tuple | None = None, transforms: tuple | None = None):
         if names is not None or transforms is not None:  # keyword form used by unflattening
@@ -991,9 +1278,13 @@ class named_chain(GradientTransformation):
         return {n: t.init(params) for n, t in zip(self.names, self.transforms, strict=True)}
 
     def update(self, updates, state, params=None, **extra_args):
-        missing = [n for n in self.names if n not in state]
+        missing = [n for n in self.names if not isinstance(state, dict) or n not in state]
         if missing:
-            raise ValueError(f"named_chain.update: the state has no entry for {missing}")
+            got = f"keys {sorted(state)}" if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"named_chain.update: the state has no entry for {missing} (got {got}); "
+                "named_chain.init builds a dict keyed by the members' names"
+            )
         new_state = {}
         for n, t in zip(self.names, self.transforms, strict=True):
             updates, new_state[n] = _member_update(
@@ -1075,7 +1366,7 @@ class stateless(GradientTransformation):
 @transform
 class stateless_with_tree_map(GradientTransformation):
     """A stateless transform from a per-leaf function ``f(g, p) -> u``, mapped over the tree
-    (``p`` is ``None`` when the caller passes no parameters).
+    (``p`` is ``None`` when the caller passes no parameters; ``None`` leaves stay ``None``).
 
     Args:
         f: the per-leaf function.
@@ -1097,11 +1388,12 @@ class stateless_with_tree_map(GradientTransformation):
         return EmptyState()
 
     def update(self, updates, state, params=None, **extra_args):
+        # ``None`` leaves (frozen parameters) stay ``None``; f never sees them.
         f = self.f
         if params is None:
-            return tree_lib.tree_map_none(lambda g: f(g, None), updates), state
+            return jax.tree_util.tree_map(lambda g: f(g, None), updates), state
         tree_lib.check_structure(updates, params, "stateless_with_tree_map", "updates", "params")
-        return tree_lib.tree_map_none(f, updates, params), state
+        return jax.tree_util.tree_map(f, updates, params), state
 
 
 def as_optax(tx: GradientTransformation) -> Any:
@@ -1148,7 +1440,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
 
 def _plain_apply_updates(params: Params, updates: Updates) -> Params:
-    tree_lib.check_structure(params, updates, "apply_updates", "updates", "params")
+    tree_lib.check_structure(updates, params, "apply_updates", "updates", "params")
     return jax.tree_util.tree_map(_apply_leaf, params, updates, is_leaf=tree_lib.is_none)
 
 

@@ -294,7 +294,7 @@ def _with_group_masks(tx: Any, bits: dict[str, tuple], counter: list[int]) -> An
         counter[0] += 1
         changes["mask"] = FrozenTree({g: b[i] for g, b in bits.items()})
     if isinstance(tx, chain):
-        return chain(*(_with_group_masks(t, bits, counter) for t in tx.transforms))
+        return tx._with_members(_with_group_masks(t, bits, counter) for t in tx.transforms)
     if isinstance(tx, named_chain):
         return named_chain(
             *(

@@ -274,7 +274,7 @@ def _set(tx: Any, route: tuple, name: str, value: Any) -> Any:
     if kind == "chain":
         members = list(tx.transforms)
         members[arg] = _set(members[arg], rest, name, value)
-        return chain(*members)
+        return tx._with_members(members)
     if kind == "named":
         i = tx.names.index(arg)
         members = list(tx.transforms)

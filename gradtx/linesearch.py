@@ -25,6 +25,7 @@ from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     _concrete_array,
+    check_count,
     check_nonnegative,
     check_range,
     concrete_float,
@@ -227,7 +228,7 @@ class scale_by_backtracking_linesearch(GradientTransformation):
 
     def _check(self):
         o = "scale_by_backtracking_linesearch"
-        check_range(o, "max_backtracking_steps", self.max_backtracking_steps, low=0)
+        check_count(o, "max_backtracking_steps", self.max_backtracking_steps)
         check_range(o, "slope_rtol", self.slope_rtol, low=0, high=1, high_open=True)
         check_range(
             o, "decrease_factor", self.decrease_factor, low=0, high=1, low_open=True, high_open=True
@@ -715,7 +716,7 @@ class scale_by_zoom_linesearch(GradientTransformation):
 
     def _check(self):
         o = "scale_by_zoom_linesearch"
-        check_range(o, "max_linesearch_steps", self.max_linesearch_steps, low=1)
+        check_count(o, "max_linesearch_steps", self.max_linesearch_steps, low=1)
         if self.max_learning_rate is not None:
             check_range(o, "max_learning_rate", self.max_learning_rate, low=0, low_open=True)
         check_nonnegative(o, "tol", self.tol)

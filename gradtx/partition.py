@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from gradtx import numerics as tree_lib
 from gradtx.checkpoint import key_path_str
 from gradtx.core import (
     FrozenTree,
@@ -172,6 +173,7 @@ class masked(GradientTransformation):
     inner: Any
     mask: Any = static_field()
     mask_compatible_extra_args: bool = static_field(False)
+    _checks_param_dtypes = False  # the inner transform checks the parameters it is given
 
     def __init__(self, inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False):
         object.__setattr__(self, "inner", inner)
@@ -200,6 +202,7 @@ class masked(GradientTransformation):
         return MaskedState(inner_state=self.inner.init(_hide(params, keep)))
 
     def update(self, updates, state, params=None, **extra_args):
+        tree_lib.check_structure(updates, params, "masked", "updates", "params")
         keep = self._keep(params if params is not None else updates)
         hidden_params = None if params is None else _hide(params, keep)
         extra = _hide_extra_args(extra_args, updates, keep, self.mask_compatible_extra_args)
@@ -238,6 +241,7 @@ class partition(GradientTransformation):
     transforms: Any
     param_labels: Any = static_field()
     mask_compatible_extra_args: bool = static_field(False)
+    _checks_param_dtypes = False  # each transform checks the parameters it is given
 
     def __init__(
         self, transforms: Any, param_labels: Any, *, mask_compatible_extra_args: bool = False
@@ -286,6 +290,7 @@ class partition(GradientTransformation):
         return PartitionState(inner_states=states)
 
     def update(self, updates, state, params=None, **extra_args):
+        tree_lib.check_structure(updates, params, "partition", "updates", "params")
         labels = self._labels(params if params is not None else updates)
         out = updates
         states = {}

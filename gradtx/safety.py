@@ -18,7 +18,7 @@ from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     _as_member,
-    check_nonnegative,
+    check_count,
     static_field,
     transform,
 )
@@ -108,7 +108,7 @@ class apply_if_finite(GradientTransformation):
 
     def _check(self):
         object.__setattr__(self, "inner", _as_member(self.inner))
-        check_nonnegative("apply_if_finite", "max_consecutive_errors", self.max_consecutive_errors)
+        check_count("apply_if_finite", "max_consecutive_errors", self.max_consecutive_errors)
         if self.on_max_errors not in _MODES:
             raise ValueError(
                 f"apply_if_finite: on_max_errors must be one of {_MODES}, "

@@ -92,6 +92,14 @@ class BaseSchedule:
     _steps: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for f in dataclasses.fields(self):
+            # every number a schedule is built from: finite, a number (steps: whole, >= 0)
+            if f.metadata.get("static") or f.type not in ("Any", Any):
+                continue
+            v = getattr(self, f.name)
+            if v is not None:
+                (_check_steps if f.name in self._steps else check_range)(owner, f.name, v)
         for f in dataclasses.fields(self):
             if f.metadata.get("static"):
                 continue
@@ -114,12 +122,10 @@ class BaseSchedule:
 
 def _check_steps(owner: str, name: str, value: Any, *, positive: bool = False) -> None:
     """A concrete step count must be a whole number ``>= 0`` (``> 0`` when ``positive``)."""
-    x = concrete_float(value)
-    if x is None:
-        return
-    if not (math.isfinite(x) and x.is_integer()):
-        raise ValueError(f"{owner}: {name} must be a whole number of steps, got {value!r}")
     check_range(owner, name, value, low=0.0, low_open=positive)
+    x = concrete_float(value)
+    if x is not None and not x.is_integer():
+        raise ValueError(f"{owner}: {name} must be a whole number of steps, got {value!r}")
 
 
 def _check_less(owner: str, a_name: str, a: Any, b_name: str, b: Any, strict: bool = True) -> None:

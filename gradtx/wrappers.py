@@ -224,6 +224,7 @@ class flatten(GradientTransformation):
         return self.inner.init(_ravel(params))
 
     def update(self, updates, state, params=None, **extra_args):
+        tree_lib.check_structure(updates, params, "flatten", "updates", "params")
         flat, unravel = ravel_pytree(updates)
         flat_params = None if params is None else _ravel(params)
         new, state = self.inner.update(flat, state, flat_params, **extra_args)

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import ScalarOrSchedule, chain
+from gradtx.core import ScalarOrSchedule, chain, user_facing
 from gradtx.transforms.adam_variants import (
     add_proximal_decay,
     scale_by_adan,
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 
+@user_facing
 def radam(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -68,6 +69,7 @@ def radam(
     )
 
 
+@user_facing
 def adabelief(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -91,6 +93,7 @@ def adabelief(
     )
 
 
+@user_facing
 def yogi(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -113,6 +116,7 @@ def yogi(
     )
 
 
+@user_facing
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.98,
@@ -152,6 +156,7 @@ def adan(
     )
 
 
+@user_facing
 def novograd(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -177,6 +182,7 @@ def novograd(
     )
 
 
+@user_facing
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -201,6 +207,7 @@ def lion(
     )
 
 
+@user_facing(renames={("scale_by_optimistic_gradient", "beta"): "optimism"})
 def optimistic_adam(
     learning_rate: ScalarOrSchedule,
     optimism: Any = None,
@@ -239,6 +246,7 @@ def optimistic_adam(
     )
 
 
+@user_facing
 def optimistic_adam_v2(
     learning_rate: ScalarOrSchedule,
     *,
@@ -287,6 +295,7 @@ def optimistic_adam_v2(
     )
 
 
+@user_facing(renames={("scale_by_sm3", "b1"): "momentum"})
 def sm3(learning_rate: ScalarOrSchedule, momentum: Any = 0.9) -> chain:
     """SM3: :class:`scale_by_sm3` (momentum ``b1 = momentum``, the paper's sums) then ``−α``.
 
@@ -301,10 +310,19 @@ def sm3(learning_rate: ScalarOrSchedule, momentum: Any = 0.9) -> chain:
 
 def _relative_step_size(count: jax.Array) -> jax.Array:
     """Adafactor's relative step size ``ρ_t = min(10⁻², 1/√t)`` with ``t = count + 1``."""
-    t = jnp.asarray(count + 1, jnp.result_type(float))
+    t = jnp.asarray(count, jnp.result_type(float)) + 1  # in float: count + 1 wraps at 2^31 - 1
     return jnp.minimum(1e-2, jax.lax.rsqrt(t))
 
 
+@user_facing(
+    renames={
+        ("clip_by_block_rms", "threshold"): "clipping_threshold",
+        ("ema", "decay"): "momentum",
+        ("add_decayed_weights", "weight_decay"): "weight_decay_rate",
+        ("scale_by_factored_rms", "epsilon"): "eps",
+        ("scale_by_factored_rms", "step_offset"): "decay_offset",
+    }
+)
 def adafactor(
     learning_rate: ScalarOrSchedule | None = None,
     min_dim_size_to_factor: int = 128,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx.core import ScalarOrSchedule, chain, identity
+from gradtx.core import ScalarOrSchedule, chain, identity, user_facing
 from gradtx.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 
+@user_facing(renames={("trace", "decay"): "momentum"})
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: Any = None,
@@ -62,6 +63,7 @@ def sgd(
     )
 
 
+@user_facing
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: Any = 0.1,
@@ -82,6 +84,7 @@ def adagrad(
     )
 
 
+@user_facing(renames={("trace", "decay"): "momentum"})
 def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: Any = 0.9,
@@ -108,6 +111,7 @@ def rmsprop(
     )
 
 
+@user_facing
 def adadelta(
     learning_rate: ScalarOrSchedule | None = None,
     rho: Any = 0.9,
@@ -129,6 +133,7 @@ def adadelta(
     )
 
 
+@user_facing
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -155,6 +160,7 @@ def adam(
     )
 
 
+@user_facing
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -184,6 +190,7 @@ def adamw(
     )
 
 
+@user_facing
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -209,6 +216,7 @@ def nadam(
     )
 
 
+@user_facing
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -234,6 +242,7 @@ def nadamw(
     )  # fmt: skip
 
 
+@user_facing
 def adamax(
     learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 ) -> chain:
@@ -246,6 +255,7 @@ def adamax(
     return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@user_facing
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -267,6 +277,7 @@ def adamaxw(
     )
 
 
+@user_facing
 def amsgrad(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, identity
+from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, identity, user_facing
 from gradtx.lbfgs import scale_by_lbfgs
 from gradtx.linesearch import scale_by_zoom_linesearch
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
@@ -20,6 +20,7 @@ __all__ = ["lbfgs"]
 _ZOOM = "zoom"
 
 
+@user_facing
 def lbfgs(
     learning_rate: ScalarOrSchedule | None = None,
     memory_size: int = 10,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx.core import ScalarOrSchedule, chain, identity
+from gradtx.core import ScalarOrSchedule, chain, check_range, identity, user_facing
 from gradtx.transforms.adaptive import scale_by_adam
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.layerwise import _fromage_step, scale_by_lars, scale_by_trust_ratio
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 
+@user_facing
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -64,6 +65,7 @@ def lamb(
     )
 
 
+@user_facing(renames={("trace", "decay"): "momentum"})
 def lars(
     learning_rate: ScalarOrSchedule,
     weight_decay: Any = 0.0,
@@ -102,6 +104,7 @@ def lars(
     )
 
 
+@user_facing
 def fromage(learning_rate: ScalarOrSchedule, min_norm: Any = 1e-6) -> chain:
     """Fromage: ``θ ← (θ − α ‖θ‖/‖g‖ · g) / √(1 + α²)`` per block (Bernstein et al., 2020,
     Algorithm 1): :class:`scale_by_trust_ratio`, then the step and shrink
@@ -120,9 +123,11 @@ def fromage(learning_rate: ScalarOrSchedule, min_norm: Any = 1e-6) -> chain:
     Reference: Bernstein, Vahdat, Yue & Liu, "On the distance between two neural networks and
     the stability of learning", NeurIPS 2020.
     """
+    check_range("fromage", "learning_rate", learning_rate)
     return chain(scale_by_trust_ratio(min_norm), _fromage_step(learning_rate))
 
 
+@user_facing
 def sign_sgd(learning_rate: ScalarOrSchedule) -> chain:
     """signSGD: ``θ ← θ − α sign(g)`` (Bernstein et al., 2018, Algorithm 1):
     :class:`scale_by_sign` then ``−α``.
@@ -140,6 +145,7 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> chain:
     return chain(scale_by_sign(), scale_by_learning_rate(learning_rate))
 
 
+@user_facing(renames={("ema", "decay"): "beta"})
 def signum(
     learning_rate: ScalarOrSchedule, beta: Any = 0.9, accumulator_dtype: Any = None
 ) -> chain:
@@ -161,6 +167,7 @@ def signum(
     )
 
 
+@user_facing
 def rprop(
     learning_rate: Any,
     eta_minus: Any = 0.5,
@@ -189,6 +196,7 @@ def rprop(
     )
 
 
+@user_facing
 def noisy_sgd(
     learning_rate: ScalarOrSchedule,
     eta: Any = 0.01,
@@ -200,6 +208,15 @@ def noisy_sgd(
     """SGD on gradients with annealed Gaussian noise: :class:`add_noise` then ``−α``,
     ``θ ← θ − α (g + N(0, η/(1+t)^γ))``.
 
+    Args:
+        learning_rate: ``α``, a number or a schedule.
+        eta: ``η``, the noise variance at the first step.
+        gamma: ``γ``, how fast the variance decays.
+        key: a ``jax.random`` key or an integer seed; the noise is a function of it and the
+            step, so the same key gives the same run bit for bit. Without one, seed 0 is used
+            (as in optax): every run is then the same; pass different keys to vary it.
+        seed: an integer seed, instead of ``key``.
+
     Example:
         >>> import gradtx
         >>> opt = gradtx.noisy_sgd(1e-2, key=0)
@@ -210,6 +227,7 @@ def noisy_sgd(
     return chain(add_noise(eta, gamma, key, seed=seed), scale_by_learning_rate(learning_rate))
 
 
+@user_facing(renames={("scale_by_learning_rate", "learning_rate"): "scaling"})
 def polyak_sgd(
     max_learning_rate: Any = 1.0,
     scaling: ScalarOrSchedule = 1.0,
@@ -242,6 +260,7 @@ def polyak_sgd(
     )
 
 
+@user_facing
 def optimistic_gradient_descent(
     learning_rate: ScalarOrSchedule, alpha: Any = 1.0, beta: Any = 1.0
 ) -> chain:
@@ -260,6 +279,7 @@ def optimistic_gradient_descent(
     )
 
 
+@user_facing
 def dog(
     learning_rate: ScalarOrSchedule = 1.0,
     init_step: tuple[str, float] = ("heuristic", 1e-6),
