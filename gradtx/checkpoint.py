@@ -11,7 +11,7 @@ mis-shaped and mis-typed key when they do not match; it never casts lossily.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -138,6 +138,23 @@ def _convert(value: Any, dtype: Any) -> tuple[Any, str | None]:
     return cast, None
 
 
+# Migrations from earlier state layouts. A change to a state's fields (a field renamed, added,
+# split or re-shaped) adds a function here that rewrites a mapping of the previous layout into
+# the new one, given the template's keys, and leaves a mapping of the current layout as it is.
+# They run in order before the keys are matched; tests/test_reliability_state.py keeps a
+# checkpoint of the previous release's layout (tests/fixtures/state_layout.npz) loading.
+_MIGRATIONS: list[Callable[[dict[str, Any], set[str]], dict[str, Any]]] = []
+
+
+def _migrate(mapping: Mapping[str, Any], template_keys: set[str]) -> Mapping[str, Any]:
+    if not _MIGRATIONS:
+        return mapping  # an np.load archive stays lazy
+    migrated = dict(mapping)  # the caller's mapping is never changed
+    for migration in _MIGRATIONS:
+        migrated = migration(dict(migrated), template_keys)
+    return migrated
+
+
 def _leaf_dtype(leaf: Any) -> Any:
     dtype = getattr(leaf, "dtype", None)
     return dtype if dtype is not None else jnp.result_type(leaf)
@@ -161,6 +178,11 @@ def load_state_dict(
     When the keys, shapes or dtypes do not fit, nothing is loaded and a ``ValueError`` lists
     the missing keys (in the template, not in the mapping), the unexpected keys (in the mapping
     only), the mis-shaped keys (with both shapes) and the mis-typed keys (with both dtypes).
+    Neither the template nor the mapping is changed, and the state returned shares no memory
+    with the mapping's arrays.
+
+    Checkpoints written by earlier releases keep loading: when a state's fields change, the
+    keys of the old layout are mapped onto the new one before they are matched.
 
     Args:
         template: a state of the optimizer to load into, e.g. ``opt.init(params)`` or
@@ -182,9 +204,10 @@ def load_state_dict(
     """
     flat_template, template = template, _unpack(template)
     named, treedef = _flatten(template, sep)
+    template_keys = {k for k, _ in named}
+    mapping = _migrate(mapping, template_keys)
     keys = set(mapping.keys())
     missing = [k for k, _ in named if k not in keys]
-    template_keys = {k for k, _ in named}
     unexpected = sorted(k for k in keys if k not in template_keys)
     misshaped, mistyped, loaded = [], [], {}
     for k, leaf in named:

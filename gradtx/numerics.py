@@ -255,32 +255,94 @@ def compute_dtype(dtype: Any) -> Any:
 # Structure checks with readable paths.
 
 
-def first_difference(a: Any, b: Any) -> tuple[str, str] | None:
-    """The key path (and what differs) of the first leaf where two trees' structure or shapes
-    differ, or ``None`` when they match."""
-    is_leaf = lambda x: x is None  # noqa: E731
-    la, ta = jax.tree_util.tree_flatten_with_path(a, is_leaf=is_leaf)
-    lb, tb = jax.tree_util.tree_flatten_with_path(b, is_leaf=is_leaf)
-    pa = [jax.tree_util.keystr(p) for p, _ in la]
-    pb = [jax.tree_util.keystr(p) for p, _ in lb]
-    for i, (x, y) in enumerate(zip(pa, pb, strict=False)):
-        if x != y:
-            return (x if x < y else y, "present in only one of them")
-        if la[i][1] is None or lb[i][1] is None:
-            continue
-        sa, sb = jnp.shape(la[i][1]), jnp.shape(lb[i][1])
-        if sa != sb:
-            return (x, f"shape {sa} vs {sb}")
-    if len(pa) != len(pb):
-        longer = pa if len(pa) > len(pb) else pb
-        return (longer[min(len(pa), len(pb))], "present in only one of them")
-    if ta != tb:
-        return ("", f"tree structure {ta} vs {tb}")
+def first_difference(
+    a: Any, b: Any, names: tuple[str, str] | None = None
+) -> tuple[str, str] | None:
+    """Where two trees first differ in structure or leaf shape: ``(path, why)``, or ``None``.
+
+    The trees are walked together from the root and ``path`` is in
+    :func:`jax.tree_util.keystr` form (``""`` for the root). What is reported:
+
+    - nodes of different kinds: the node's path and both kinds, ``("['a']", "list vs dict")``
+      (a leaf reads ``leaf of shape (2,)``; ``None``, a masked-out leaf, matches any leaf);
+    - dicts with different keys: the path of the first key found in only one of them;
+    - lists or tuples of different lengths: the sequence's path and both lengths;
+    - leaves of different shapes: the leaf's path and both shapes.
+
+    ``names`` (what ``a`` and ``b`` are, e.g. ``("updates", "params")``) lets a missing key say
+    which tree lacks it; without it the reason is "present in only one of them".
+
+    Example:
+        >>> import numpy as np
+        >>> from gradtx import numerics
+        >>> numerics.first_difference({"a": [np.ones(2)]}, {"a": {"x": np.ones(2)}})
+        ("['a']", 'list vs dict')
+        >>> numerics.first_difference({"a": np.ones(2)}, {"b": np.ones(2)}, ("updates", "params"))
+        ("['a']", 'missing from the params')
+    """
+    return _first_difference(a, b, "", names)
+
+
+def _is_tree_leaf(x: Any) -> bool:
+    if x is None:
+        return True
+    treedef = jax.tree_util.tree_structure(x)  # an empty container is one node, but no leaf
+    return treedef.num_nodes == 1 and treedef.num_leaves == 1
+
+
+def _one_level(x: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """The treedef of ``x`` cut one level down, and its children as ``(key string, child)``."""
+    kids, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda n: n is not x)
+    return treedef, [(jax.tree_util.keystr(p), c) for p, c in kids]
+
+
+def _kind(x: Any, treedef: Any) -> str:
+    if x is None:
+        return "None"
+    if treedef is None:
+        return f"leaf of shape {_shape(x)}"
+    return treedef.node_data()[0].__name__
+
+
+def _first_difference(a: Any, b: Any, path: str, names: Any) -> tuple[str, str] | None:
+    leaf_a, leaf_b = _is_tree_leaf(a), _is_tree_leaf(b)
+    if leaf_a and leaf_b:
+        if a is None or b is None:
+            return None
+        sa, sb = _shape(a), _shape(b)
+        return None if sa == sb else (path, f"shape {sa} vs {sb}")
+    td_a, kids_a = (None, []) if leaf_a else _one_level(a)
+    td_b, kids_b = (None, []) if leaf_b else _one_level(b)
+    kind_a, kind_b = _kind(a, td_a), _kind(b, td_b)
+    if leaf_a or leaf_b or td_a.node_data()[0] is not td_b.node_data()[0]:
+        return (path, f"{kind_a} vs {kind_b}")
+    keys_a, keys_b = [k for k, _ in kids_a], [k for k, _ in kids_b]
+    if keys_a != keys_b:
+        if isinstance(a, (list, tuple)):
+            return (path, f"{kind_a} of {len(keys_a)} entries vs {len(keys_b)}")
+        only_a = [k for k in keys_a if k not in set(keys_b)]
+        only_b = [k for k in keys_b if k not in set(keys_a)]
+        if only_a or only_b:
+            in_a = bool(only_a) and (not only_b or only_a[0] <= only_b[0])
+            key = only_a[0] if in_a else only_b[0]
+            if names is None:
+                why = "present in only one of them"
+            else:
+                why = f"missing from the {names[1] if in_a else names[0]}"
+            return (path + key, why)
+    else:
+        for (key, x), (_, y) in zip(kids_a, kids_b, strict=True):
+            diff = _first_difference(x, y, path + key, names)
+            if diff is not None:
+                return diff
+    if td_a != td_b:  # same kind and keys, other static data (e.g. a record's static fields)
+        return (path, f"{kind_a} with different static data")
     return None
 
 
 def check_structure(updates: Any, reference: Any, owner: str, what: str, ref_name: str) -> None:
-    """Raise ``ValueError`` naming the first path where ``updates`` and ``reference`` differ.
+    """Raise ``ValueError`` naming the first path where ``updates`` and ``reference`` differ
+    (see :func:`first_difference`).
 
     This runs at trace time (structures and shapes are static), so it costs nothing in a jitted
     step.
@@ -293,12 +355,12 @@ def check_structure(updates: Any, reference: Any, owner: str, what: str, ref_nam
         x is None or y is None or _shape(x) == _shape(y) for x, y in zip(la, lb, strict=True)
     ):
         return  # the common case, decided without building key paths
-    diff = first_difference(updates, reference)
+    diff = first_difference(updates, reference, names=(what, ref_name))
     if diff is not None:
         path, why = diff
         where = path if path else "the root"
         raise ValueError(
-            f"{owner}: the structure of {what} differs from the {ref_name} at {where} ({why})"
+            f"{owner}: the structure of {what} differs from the {ref_name} at {where}: {why}"
         )
 
 
