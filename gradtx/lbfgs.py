@@ -39,7 +39,8 @@ class ScaleByLbfgsState(NamedTuple):
         diff_params_memory: stacked ``s_i`` (leading axis ``memory_size``), used as a ring.
         diff_updates_memory: stacked ``y_i``, same layout.
         weights_memory: ``ρ_i = 1 / <s_i, y_i>``; 0 in an empty slot (which then does nothing).
-        num_pairs: number of pairs written so far; the next one goes to ``num_pairs % m``.
+        num_pairs: number of pairs written so far (minus a multiple of ``m`` once it reaches
+            ``2m``, so it never overflows); the next one goes to ``num_pairs % m``.
         identity_scale: ``γ = <s, y>/<y, y>`` of the newest pair (1 before any).
     """
 
@@ -86,7 +87,10 @@ def _store_pair(
     w_mem = state.weights_memory.at[idx].set(
         jnp.where(accept, rho, state.weights_memory[idx]).astype(state.weights_memory.dtype)
     )
-    return s_mem, y_mem, w_mem, state.num_pairs + accept.astype(state.num_pairs.dtype)
+    # The pair count only needs to say "how many, up to m" and where the newest pair is
+    # ((n − 1) mod m): once it reaches 2m it steps back by m, so it never wraps.
+    n = state.num_pairs + accept.astype(state.num_pairs.dtype)
+    return s_mem, y_mem, w_mem, jnp.where(n >= 2 * m, n - m, n)
 
 
 def _identity_scale(

@@ -166,3 +166,24 @@ def test_apply_every_matches_optax_and_numpy(k):
         if t % k == k - 1:
             want = np.array([sum(range(t - k + 1, t + 1)), float(k)])
         np.testing.assert_array_equal(outs[t], want)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_apply_every_keeps_its_cycle_at_the_int32_limit(k):
+    # A count that saturated would freeze the phase (k=3: never emit again; k=2: emit a growing
+    # sum every step); near the limit the count steps back by a multiple of k instead.
+    tx = gradtx.apply_every(k)
+    params = jnp.zeros(2)
+    start = 2**31 - 1 - 2 * k  # a multiple-of-k distance below the limit: phase start % k
+    state = tx.init(params)._replace(count=jnp.asarray(start, jnp.int32))
+    acc = np.zeros(2)
+    phase = start % k
+    step = jax.jit(tx.update)
+    for t in range(5 * k):
+        g = np.full(2, t + 1.0)
+        u, state = step(jnp.asarray(g, jnp.float32), state)
+        acc = g if phase == 0 else acc + g
+        want = acc if phase == k - 1 else np.zeros(2)
+        np.testing.assert_allclose(np.asarray(u), want)
+        phase = (phase + 1) % k
+        assert 0 <= int(state.count) <= 2**31 - 1
