@@ -150,8 +150,12 @@ def tree_l2_norm(tree: Any, squared: bool = False) -> jax.Array:
 
 
 def global_norm(updates: Any) -> jax.Array:
-    """The global norm ``sqrt(sum_i ||u_i||^2)`` over every parameter."""
-    return tree_l2_norm(updates)
+    """The global norm ``sqrt(sum_i ||u_i||^2)`` over every parameter, correct at any finite
+    scale (:func:`gradtx.safe_math._global_norm`: ``tree_l2_norm`` bit for bit unless the sum
+    of squares over- or underflows)."""
+    from gradtx.safe_math import _global_norm  # safe_math imports this module
+
+    return _global_norm(updates)
 
 
 def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:

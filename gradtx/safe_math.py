@@ -1,12 +1,29 @@
 """Numerically safe helpers with optax's names: norms floored with finite gradients, and step
-counters that saturate instead of wrapping around."""
+counters that saturate instead of wrapping around.
+
+Also gradtx's own (private) guards against overflow, used by the transforms:
+
+- :func:`_saturate`: squared moments and accumulated squared norms held in a state stop at the
+  largest finite value of their dtype instead of overflowing to ``inf`` (float32 squares
+  overflow above ``|g| ≈ 1.8e19``, float16 above 256);
+- :func:`_global_norm`, :func:`_roots`: norms computed each step that stay correct at any
+  finite scale. The plain ``sqrt(Σ |x|²)`` is returned, bit for bit, when its sum of squares is
+  a normal float; otherwise (overflow to ``inf``, or underflow below the smallest normal) a
+  ``lax.cond`` recomputes it as ``m · sqrt(Σ |x/m|²)`` with ``m = max |x|``, so the common case
+  costs one scalar predicate.
+"""
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from gradtx import numerics
 
@@ -130,3 +147,185 @@ def safe_increment(count: Any) -> Any:
 
 
 safe_int32_increment = safe_increment  # optax's older name
+
+
+# ----------------------------------------------------------------------------------------------
+# Overflow guards used by the transforms (private: gradtx's own plumbing).
+
+
+def _saturate(x: Any) -> Any:
+    """``min(x, finfo(dtype).max)``: an overflowed square (``+inf``) becomes the largest finite
+    value of ``x``'s dtype. Finite values are returned unchanged, bit for bit; NaN stays NaN.
+
+    ``None`` (a masked-out leaf) is returned as it is. Applied in the dtype the value is stored
+    in, after any cast, so a float16 moment stops at 65504.
+    """
+    if x is None:
+        return None
+    x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+    return lax.min(x, np.asarray(jnp.finfo(x.dtype).max, x.dtype))
+
+
+def _saturate_tree(tree: Any) -> Any:
+    """:func:`_saturate` on every leaf (``None`` leaves kept)."""
+    return numerics.tree_map_none(_saturate, tree)
+
+
+def _is_normal(sq: jax.Array) -> jax.Array:
+    """Whether ``sq`` (a sum or mean of squares) is a normal float: neither ``inf``/NaN
+    (overflow) nor below the smallest normal number (underflow, flushed to zero on most
+    backends). Zero counts as not normal: it may be an underflow of non-zero entries."""
+    info = jnp.finfo(sq.dtype)
+    return (sq >= np.asarray(info.tiny, sq.dtype)) & (sq <= np.asarray(info.max, sq.dtype))
+
+
+def _sqrt_normal(sq: jax.Array) -> jax.Array:
+    """``sqrt(sq)`` where ``sq`` is normal, 1 elsewhere (for ``where(normal, this, ...)``: the
+    square root of 0 would give a NaN gradient through the branch not taken)."""
+    return jnp.sqrt(jnp.where(_is_normal(sq), sq, jnp.ones_like(sq)))
+
+
+def _all(preds: Sequence[jax.Array]) -> jax.Array:
+    """Logical and of boolean arrays of any shapes, as a scalar."""
+    return functools.reduce(operator.and_, [jnp.all(p) for p in preds])
+
+
+def _scaled_root(
+    x: jax.Array, sq: jax.Array, axis: Any = None, keepdims: bool = False, mean: bool = False
+) -> jax.Array:
+    """``sqrt(reduce |x|²)`` (``reduce`` a sum, or a mean with ``mean=True``, over ``axis``)
+    computed as ``m · sqrt(reduce |x/m|²)`` with ``m = max |x|`` over the same axes, which
+    neither overflows nor underflows.
+
+    ``sq`` is the plain reduction (shaped as the result): where ``m`` is ``inf`` or NaN the
+    answer is its square root (``inf`` or NaN, as the plain computation says), and where ``m``
+    is 0 it is 0. ``x`` is already in the dtype to accumulate in. The scaling is by powers of
+    two (exact), see :func:`_scales`.
+    """
+    if x.size == 0:
+        return jnp.sqrt(sq)
+    m = jnp.max(jnp.abs(x), axis=axis, keepdims=True).astype(sq.dtype)
+    usable = (m > 0) & jnp.isfinite(m)
+    down, up = _scales(m, usable)
+    y = numerics.abs_sq(_times(x, down))
+    s = jnp.mean(y, axis=axis, keepdims=True) if mean else jnp.sum(y, axis=axis, keepdims=True)
+    # s >= 1/4 where usable (the largest entry contributes it): sqrt never meets 0
+    root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
+    if not keepdims:
+        root, usable, m = (
+            jnp.squeeze(v, axis=axis) if axis is not None else jnp.reshape(v, ())
+            for v in (root, usable, m)
+        )
+    return _pick(usable, root, m, sq)
+
+
+def _scales(m: jax.Array, usable: jax.Array) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """Powers of two that bring ``m`` (> 0, finite where ``usable``) into ``[1/2, 1)`` and back:
+    ``m · down = f`` and ``f · up = m``, each as two factors that are normal numbers.
+
+    Dividing by ``m`` itself is not safe: XLA may turn ``x / m`` into ``x · (1/m)``, and for
+    ``m`` above ``1/tiny`` (8.5e37 in float32) that reciprocal flushes to zero. Multiplying by
+    powers of two is exact. The exponents are constants to autodiff (``m·‖x/m‖`` is ``‖x‖``
+    whatever ``m`` is), so gradients are those of the norm.
+    """
+    _, e = jnp.frexp(jnp.where(usable, m, jnp.ones_like(m)))  # m = f · 2^e, f in [1/2, 1)
+    e = lax.stop_gradient(e)
+    one = jnp.ones_like(m)
+
+    def pow2(n):  # 2^n as two halves, each within the normal range
+        h = n // 2
+        return jnp.ldexp(one, h), jnp.ldexp(one, n - h)
+
+    return pow2(-e), pow2(e)
+
+
+def _times(x: jax.Array, factors: tuple[Any, Any]) -> jax.Array:
+    """``x`` times both factors (real powers of two, broadcast against ``x``)."""
+    a, b = factors
+    return x * a.astype(numerics.real_dtype(x.dtype)) * b.astype(numerics.real_dtype(x.dtype))
+
+
+def _pick(usable: jax.Array, root: jax.Array, m: jax.Array, sq: jax.Array) -> jax.Array:
+    """The scaled ``root`` where the scale ``m`` was usable; else 0 where ``m == 0`` (all zeros)
+    and ``sqrt(sq)`` where ``m`` is ``inf`` or NaN (the plain answer, ``inf`` or NaN). No
+    square root of 0 is taken, so the gradient at zero is 0, not NaN."""
+    zero = m == 0
+    plain = jnp.sqrt(jnp.where(usable | zero, jnp.ones_like(sq), sq))
+    return jnp.where(usable, root, jnp.where(zero, jnp.zeros_like(sq), plain))
+
+
+def _roots(
+    xs: Sequence[jax.Array],
+    sqs: Sequence[jax.Array],
+    axes: Sequence[Any] | None = None,
+    keepdims: bool = False,
+    mean: bool = False,
+) -> list[jax.Array]:
+    """``sqrt(sq)`` for each plain reduction ``sq`` of ``|x|²`` (as the caller computed it,
+    over all axes of ``x``, or over ``axes[i]`` for ``xs[i]``), or, where one over- or
+    underflowed, the scaled computation of :func:`_scaled_root`.
+
+    One ``lax.cond`` decides for all of them: when every ``sq`` is a normal float the result is
+    ``[sqrt(sq) ...]`` bit for bit, and nothing else runs.
+    """
+    xs, sqs = list(xs), list(sqs)
+    if not xs:
+        return []
+    axes = [None] * len(xs) if axes is None else list(axes)
+
+    def plain(sqs):
+        return [jnp.sqrt(sq) for sq in sqs]
+
+    def rescaled(sqs):
+        return [
+            jnp.where(_is_normal(sq), _sqrt_normal(sq), _scaled_root(x, sq, axis, keepdims, mean))
+            for x, sq, axis in zip(xs, sqs, axes, strict=True)
+        ]
+
+    return lax.cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
+
+
+def _global_norm(tree: Any) -> jax.Array:
+    """``sqrt(Σ_i ‖x_i‖²)`` over every leaf, equal bit for bit to
+    :func:`gradtx.numerics.global_norm` when the sum of squares is a normal float, and
+    correct at any finite scale otherwise (see :func:`_roots`; one ``lax.cond``)."""
+    return _global_norms(tree)[0]
+
+
+def _global_norms(*trees: Any) -> list[jax.Array]:
+    """:func:`_global_norm` of each tree, with one ``lax.cond`` for all of them."""
+    leaves = [[x for x in jax.tree_util.tree_leaves(t) if x is not None] for t in trees]
+    sqs = [numerics.tree_l2_norm(ls, squared=True) for ls in leaves]
+
+    def plain(sqs):
+        return [jnp.sqrt(sq) for sq in sqs]
+
+    def rescaled(sqs):
+        return [
+            jnp.where(_is_normal(sq), _sqrt_normal(sq), _scaled_global(ls, sq))
+            for ls, sq in zip(leaves, sqs, strict=True)
+        ]
+
+    return lax.cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
+
+
+def _scaled_global(leaves: list[Any], sq: jax.Array) -> jax.Array:
+    """``‖vec(leaves)‖`` as ``m ‖vec(leaves)/m‖`` with ``m`` the largest ``|x|`` of them all;
+    ``sq`` is the plain sum of squares (see :func:`_pick`)."""
+    xs = [numerics.cast(x, _wide(x, sq.dtype)) for x in map(numerics.as_array, leaves)]
+    xs = [x for x in xs if x.size]
+    if not xs:
+        return jnp.sqrt(sq)
+    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)).astype(sq.dtype) for x in xs])
+    usable = (m > 0) & jnp.isfinite(m)
+    down, up = _scales(m, usable)
+    s = functools.reduce(
+        operator.add, [jnp.sum(numerics.abs_sq(_times(x, down))).astype(sq.dtype) for x in xs]
+    )
+    root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
+    return _pick(usable, root, m, sq)
+
+
+def _wide(x: jax.Array, real: Any) -> Any:
+    """The dtype to scale ``x`` in: ``real`` (the norm's dtype), complex when ``x`` is."""
+    return jnp.promote_types(real, x.dtype) if jnp.iscomplexobj(x) else real

@@ -32,6 +32,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import is_none as _none
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _saturate, _saturate_tree
 from gradtx.transforms.adaptive import ScaleByAdamState, _adam_state, _normalise, _nu_init
 
 __all__ = [
@@ -81,6 +82,8 @@ class scale_by_radam(GradientTransformation):
     released code and optax's (pass ``threshold=4.0`` for the box; ``ρ_t`` is never exactly
     5, so ``>`` and optax's ``>=`` agree). The box has no ``ε``; ``eps=0`` gives it exactly.
 
+    ``ν`` saturates at the largest finite value of its dtype, as in :class:`scale_by_adam`.
+
     Args:
         b1: decay of the first moment, in [0, 1).
         b2: decay of the second moment, in [0, 1).
@@ -112,7 +115,7 @@ class scale_by_radam(GradientTransformation):
         check_decay("scale_by_radam", "b2", self.b2)
         check_nonnegative("scale_by_radam", "eps", self.eps)
         check_nonnegative("scale_by_radam", "eps_root", self.eps_root)
-        check_range("scale_by_radam", "threshold", self.threshold)
+        check_nonnegative("scale_by_radam", "threshold", self.threshold)
 
     def init(self, params):
         return _adam_state(params)
@@ -121,7 +124,7 @@ class scale_by_radam(GradientTransformation):
         tree_lib.check_structure(updates, state.mu, "scale_by_radam", "updates", "state (mu)")
         b1, b2 = hyper(self.b1, state.count), hyper(self.b2, state.count)
         mu = tree_lib.update_moment(updates, state.mu, b1, 1)
-        nu = tree_lib.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.nu, b2, 2))
         count = tree_lib.safe_increment(state.count)
         # The paper's formula as written: with a Python-float b2, ρ∞ is exact and β2^t is an
         # integer power, the same arithmetic as optax (ρ_t cancels badly in float32 either way).
@@ -174,6 +177,9 @@ class scale_by_belief(GradientTransformation):
 
     ``ε_root`` is the box's ``ε`` added to ``s_t`` (and kept in the state, as in the paper).
 
+    ``s`` saturates at the largest finite value of its dtype (``|g − m| ≳ 1.8e19`` in float32),
+    as ``ν`` does in :class:`scale_by_adam`.
+
     Args:
         b1: decay of the first moment, in [0, 1).
         b2: decay of the belief (second central) moment, in [0, 1).
@@ -217,7 +223,9 @@ class scale_by_belief(GradientTransformation):
         mu = tree_lib.update_moment(updates, state.mu, b1, 1)
         err = _map(lambda g, m: None if g is None else g.astype(m.dtype) - m, updates, mu)
         nu = tree_lib.update_moment_per_elem_norm(err, state.nu, b2, 2)
-        nu = _map(lambda n: None if n is None else (n + self.eps_root).astype(n.dtype), nu)
+        nu = _map(
+            lambda n: None if n is None else _saturate((n + self.eps_root).astype(n.dtype)), nu
+        )
         count = tree_lib.safe_increment(state.count)
         if self.nesterov:
             mu_hat = _nesterov_mu_hat(mu, updates, b1, count)
@@ -246,6 +254,9 @@ class scale_by_yogi(GradientTransformation):
     ``v`` at 1e-6). The box has no bias correction. optax (like TF-Addons) divides ``m`` and
     ``v`` by ``1 − β^t`` and starts ``m`` at ``initial_accumulator_value`` too: pass
     ``bias_correction=True`` for those numbers.
+
+    ``|g|²`` and ``v`` saturate at the largest finite value of their dtype, so the sign test
+    never meets ``inf − inf`` (``|g| ≳ 1.8e19`` in float32 no longer gives NaN).
 
     Args:
         b1: decay of the first moment, in [0, 1).
@@ -302,9 +313,10 @@ class scale_by_yogi(GradientTransformation):
             if g is None:
                 return None
             cd = tree_lib.compute_dtype(v.dtype)
-            g2 = tree_lib.abs_sq(g).astype(cd)
+            # |g|² capped, and v finite (saturated): sign(v − g²) never meets inf − inf
+            g2 = _saturate(tree_lib.abs_sq(g).astype(cd))
             vc = v.astype(cd)
-            return (vc - (1 - b2) * jnp.sign(vc - g2) * g2).astype(v.dtype)
+            return _saturate((vc - (1 - b2) * jnp.sign(vc - g2) * g2).astype(v.dtype))
 
         nu = _map(second, updates, state.nu)
         count = tree_lib.safe_increment(state.count)
@@ -356,6 +368,9 @@ class scale_by_adan(GradientTransformation):
     ``1 − b^k`` (as the authors' code does, with ``Δ_1 = 0``), and the difference is weighted by
     ``1 − b_2`` instead of ``b_2`` (``g + (1 − b2) Δ`` and ``m̂ + (1 − b2) v̂``), which is the
     paper's ``β2`` where the paper has ``1 − β2``.
+
+    ``n`` saturates at the largest finite value of its dtype, as ``ν`` does in
+    :class:`scale_by_adam`.
 
     Args:
         b1: decay of the gradient EMA, in [0, 1).
@@ -440,7 +455,7 @@ class scale_by_adan(GradientTransformation):
             new = b3 * n + (1 - b3) * nest.astype(n.dtype)
             if paper:
                 new = jnp.where(first, tree_lib.abs_sq(g).astype(n.dtype), new)
-            return new.astype(n.dtype)
+            return _saturate(new.astype(n.dtype))
 
         m = _map(first_moment, updates, state.m)
         v = _map(diff_moment, diff, state.v)
@@ -546,6 +561,9 @@ class scale_by_novograd(GradientTransformation):
     with ``v_1 = ‖g_1‖²`` and ``m_1 = g_1 / (√v_1 + ε) + d θ_1``; the output is ``m_t`` (the
     optimizer multiplies it by ``−α``). Note there is no ``1 − β1`` factor. Matches optax.
 
+    Each ``v^l`` saturates at the largest finite value of its dtype (a layer's ``‖g‖ ≳ 1.8e19``
+    in float32) instead of overflowing; the normalised gradient is then ``g / 1.8e19``.
+
     Args:
         b1: momentum of ``m``, in [0, 1).
         b2: decay of the layer-wise second moment, in [0, 1).
@@ -618,7 +636,7 @@ class scale_by_novograd(GradientTransformation):
             if g is None:
                 return None
             sq = jnp.sum(tree_lib.abs_sq(g.astype(tree_lib.compute_dtype(g.dtype)))).astype(v.dtype)
-            return jnp.where(first, sq, b2 * v + (1 - b2) * sq).astype(v.dtype)
+            return _saturate(jnp.where(first, sq, b2 * v + (1 - b2) * sq).astype(v.dtype))
 
         def first_moment(g, m, v, p, on):
             if g is None:
@@ -685,6 +703,7 @@ class scale_by_lion(GradientTransformation):
     def _check(self):
         check_range("scale_by_lion", "b1", self.b1, low=0.0, high=1.0)
         check_decay("scale_by_lion", "b2", self.b2)
+        check_nonnegative("scale_by_lion", "smooth_beta", self.smooth_beta)
         object.__setattr__(
             self, "mu_dtype", check_dtype("scale_by_lion", "mu_dtype", self.mu_dtype)
         )

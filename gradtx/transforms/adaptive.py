@@ -4,6 +4,14 @@ Each divides a (first-moment) numerator by a running measure of gradient magnitu
 the survey frame ``Δθ = −α M_t / √(G_t + ε)``. The division is carried out in at least float32
 (see :func:`gradtx.numerics.compute_dtype`) so zero gradients in float16/bfloat16 give zero,
 not NaN.
+
+Squared moments never overflow to ``inf``: they saturate at the largest finite value of their
+dtype (``|g|² > 3.4e38``, i.e. ``|g| ≳ 1.8e19``, in float32 and bfloat16; ``|g| > 256`` in
+float16), so a huge gradient leaves a finite state instead of ``inf`` that later turns into
+``inf − inf = NaN``. The price is a capped denominator: while a coordinate's moment sits at the
+cap its step is ``m̂/√v̂`` with ``v̂`` smaller than the true value, i.e. finite but larger than the
+method's usual step (up to ``|g| / 1.8e19`` in float32), and the cap decays away at the moment's
+rate (about ``89 / (1 − β)`` steps from float32's maximum back to ``O(1)``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import Scalar
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _saturate, _saturate_tree
 
 __all__ = [
     "scale_by_adam",
@@ -129,6 +138,11 @@ class scale_by_adam(GradientTransformation):
     step, ``β(t − 1)`` at step ``t``, and the bias corrections use that current value,
     ``1 − β(t − 1)^t``, not a product of the past values.
 
+    ``ν`` saturates at the largest finite value of its dtype (reached for ``|g| ≳ 1.8e19`` in
+    float32, ``|g| > 256`` in float16) instead of overflowing to ``inf``: the state stays finite,
+    but while ``ν`` sits at the cap that coordinate's step is larger than Adam's usual (up to
+    ``|g| / 1.8e19``), and the cap decays away in about ``89 / (1 − β2)`` steps.
+
     Args:
         b1: decay of the first moment, in [0, 1).
         b2: decay of the second moment, in [0, 1).
@@ -177,7 +191,7 @@ class scale_by_adam(GradientTransformation):
                 return None, None, None
             g = tree_lib.as_array(g)
             m = tree_lib.ema_leaf(g, m, k["b1"], k["1-b1"])
-            v = tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"])
+            v = _saturate(tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"]))
             cd = tree_lib.compute_dtype(m.dtype)
             num = tree_lib.smul(tree_lib.cast(m, cd), k["m"])
             if self.nesterov:
@@ -249,6 +263,9 @@ class scale_by_amsgrad(GradientTransformation):
     ``u = m̂ / (sqrt(v̂max + ε_root) + ε)``. The bias corrections can be switched off
     (``bias_correction_mu``/``bias_correction_nu``) to get the paper's uncorrected form.
 
+    ``ν`` and ``v̂max`` saturate at the largest finite value of their dtype, as in
+    :class:`scale_by_adam` (``v̂max`` then stays at the cap: it never decreases).
+
     Example:
         >>> import jax.numpy as jnp, gradtx
         >>> tx = gradtx.scale_by_amsgrad()
@@ -288,12 +305,12 @@ class scale_by_amsgrad(GradientTransformation):
         tree_lib.check_structure(updates, state.mu, "scale_by_amsgrad", "updates", "state (mu)")
         b1, b2 = hyper(self.b1, state.count), hyper(self.b2, state.count)
         mu = tree_lib.update_moment(updates, state.mu, b1, 1)
-        nu = tree_lib.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.nu, b2, 2))
         count = tree_lib.safe_increment(state.count)
         mu_hat = tree_lib.bias_correction(mu, b1, count) if self.bias_correction_mu else mu
         nu_hat = tree_lib.bias_correction(nu, b2, count) if self.bias_correction_nu else nu
         nu_max = _map(
-            lambda a, b: None if a is None else jnp.maximum(a, b).astype(a.dtype),
+            lambda a, b: None if a is None else _saturate(jnp.maximum(a, b).astype(a.dtype)),
             state.nu_max,
             nu_hat,
         )
@@ -376,6 +393,9 @@ class scale_by_rms(GradientTransformation):
     ``u = g / (sqrt(G) + ε)`` (the course notes' form). With ``bias_correction`` ``G`` is divided
     by ``1 − β^t`` first; ``G`` starts at ``initial_scale``.
 
+    ``G`` saturates at the largest finite value of its dtype (``|g| ≳ 1.8e19`` in float32)
+    instead of overflowing; see :class:`scale_by_adam` for what that does to the step.
+
     Args:
         decay: β in [0, 1] (0.9 or 0.99 in the notes).
         eps: the stabiliser.
@@ -415,7 +435,7 @@ class scale_by_rms(GradientTransformation):
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.nu, "scale_by_rms", "updates", "state (nu)")
         decay = hyper(self.decay, state.count)
-        nu = tree_lib.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        nu = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.nu, decay, 2))
         count = None if state.count is None else tree_lib.safe_increment(state.count)
         nu_hat = tree_lib.bias_correction(nu, decay, count) if self.bias_correction else nu
         out = _rsqrt_scale(updates, nu_hat, eps=self.eps, eps_in_sqrt=self.eps_in_sqrt)
@@ -436,6 +456,11 @@ class scale_by_stddev(GradientTransformation):
 
     ``m ← β m + (1 − β) g``; ``G ← β G + (1 − β) |g|²``; ``u = g / sqrt(G − |m|² + ε)`` (or
     ``g / (sqrt(G − |m|²) + ε)`` with ``eps_in_sqrt=False``). Arguments as :class:`scale_by_rms`.
+
+    ``G`` and ``|m|²`` saturate at the largest finite value of their dtype; where ``G`` is at the
+    cap, or ``G − |m|²`` is too negative for the square root (impossible in exact arithmetic;
+    a capped ``G`` decaying below a large ``|m|²``), ``G`` replaces ``G − |m|²``: the step is
+    RMSProp's there rather than ``g / √ε`` or NaN.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -478,20 +503,30 @@ class scale_by_stddev(GradientTransformation):
         tree_lib.check_structure(updates, state.mu, "scale_by_stddev", "updates", "state (mu)")
         decay = hyper(self.decay, state.count)
         mu = tree_lib.update_moment(updates, state.mu, decay, 1)
-        nu = tree_lib.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        nu = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.nu, decay, 2))
         count = None if state.count is None else tree_lib.safe_increment(state.count)
         if self.bias_correction:
             mu_hat = tree_lib.bias_correction(mu, decay, count)
             nu_hat = tree_lib.bias_correction(nu, decay, count)
         else:
             mu_hat, nu_hat = mu, nu
-        var = _map(
-            lambda n, m: None if n is None else n - tree_lib.abs_sq(m).astype(n.dtype),
-            nu_hat,
-            mu_hat,
-        )
+        floor = -self.eps if self.eps_in_sqrt else 0.0
+        var = _map(lambda n, m: _variance(n, m, floor), nu_hat, mu_hat)
         out = _rsqrt_scale(updates, var, eps=self.eps, eps_in_sqrt=self.eps_in_sqrt)
         return out, ScaleByRStdDevState(mu=mu, nu=nu, count=count)
+
+
+def _variance(n: Any, m: Any, floor: Any) -> Any:
+    """``G − |m|²`` for centred RMSProp, with ``|m|²`` saturated, or ``G`` itself (RMSProp's
+    denominator) where that difference means nothing: where ``G`` is at (or, bias corrected,
+    above) its cap, and where the difference is below ``floor`` (``−ε`` or 0: the square root
+    would be NaN). ``G ≥ |m|²`` in exact arithmetic; a ``G`` that was capped and is decaying
+    can fall below a large ``|m|²``. Every result that was finite without the guard is
+    unchanged."""
+    if n is None:
+        return None
+    var = n - _saturate(tree_lib.abs_sq(m).astype(n.dtype))
+    return jnp.where((n >= jnp.finfo(n.dtype).max) | (var < floor), n, var)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,6 +546,10 @@ class scale_by_rss(GradientTransformation):
     ``G ← G + |g|²``, ``G_0 = initial_accumulator_value``; ``u = g / sqrt(G + ε)`` (the chapter's
     form and optax's, the default) or ``u = g / (sqrt(G) + ε)`` with ``eps_in_sqrt=False`` (the
     course notes, which also start at ``G_0 = 0``). Where ``G == 0`` the output is 0.
+
+    ``G`` saturates at the largest finite value of its dtype instead of overflowing; as a sum it
+    never decays, so a coordinate whose ``G`` reached the cap keeps steps of ``g / 1.8e19``
+    (float32) from then on, as it would (smaller still) in exact arithmetic.
 
     Args:
         initial_accumulator_value: ``G_0`` (optax: 0.1; the course notes: 0).
@@ -547,7 +586,7 @@ class scale_by_rss(GradientTransformation):
         ss0 = state.sum_of_squares
         tree_lib.check_structure(updates, ss0, "scale_by_rss", "updates", "state")
         ss = _map(
-            lambda g, s: None if g is None else (s + tree_lib.abs_sq(g).astype(s.dtype)),
+            lambda g, s: None if g is None else _saturate(s + tree_lib.abs_sq(g).astype(s.dtype)),
             updates,
             ss0,
         )
@@ -572,6 +611,9 @@ class scale_by_adadelta(GradientTransformation):
     ``G ← ρ G + (1 − ρ) |g|²``; ``Δ = sqrt(X + ε) / sqrt(G + ε) · g``; ``X ← ρ X + (1 − ρ) |Δ|²``.
     The output is ``Δ``; :func:`gradtx.adadelta` multiplies it by ``−α`` (α = 1 is the paper).
 
+    Both accumulators saturate at the largest finite value of their dtype instead of
+    overflowing (``|g| ≳ 1.8e19`` in float32); see :class:`scale_by_adam`.
+
     Example:
         >>> import jax.numpy as jnp, gradtx
         >>> tx = gradtx.scale_by_adadelta(rho=0.0, eps=1.0)
@@ -595,7 +637,7 @@ class scale_by_adadelta(GradientTransformation):
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, state.e_g, "scale_by_adadelta", "updates", "state")
         rho, eps = self.rho, self.eps
-        e_g = tree_lib.update_moment_per_elem_norm(updates, state.e_g, rho, 2)
+        e_g = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.e_g, rho, 2))
 
         def step(g, eg, ex):
             if g is None:
@@ -605,5 +647,5 @@ class scale_by_adadelta(GradientTransformation):
             return (ratio * g.astype(cd)).astype(g.dtype)
 
         out = _map(step, updates, e_g, state.e_x)
-        e_x = tree_lib.update_moment_per_elem_norm(out, state.e_x, rho, 2)
+        e_x = _saturate_tree(tree_lib.update_moment_per_elem_norm(out, state.e_x, rho, 2))
         return out, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)

@@ -1,8 +1,16 @@
 """Gradient clipping: element-wise, by global norm, by per-block RMS, unit-wise relative to the
-weights (AGC), and per example (DP-SGD)."""
+weights (AGC), and per example (DP-SGD).
+
+Every norm here is correct at any finite scale: where a sum of squares overflows (``‖g‖ ≳
+1.8e19`` in float32) or underflows it is recomputed as ``m ‖g/m‖`` with ``m = max |g|`` (one
+``lax.cond`` per call; the common case is the plain ``sqrt(Σ |g|²)``, bit for bit). So
+``clip_by_global_norm(1.0)`` of a gradient whose entries are about ``1e25`` returns it scaled
+to norm 1, not zeros.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -19,6 +27,15 @@ from gradtx.core import (
     transform,
 )
 from gradtx.numerics import is_none as _none
+from gradtx.safe_math import (
+    _global_norm,
+    _is_normal,
+    _pick,
+    _roots,
+    _scales,
+    _sqrt_normal,
+    _times,
+)
 
 __all__ = [
     "clip",
@@ -77,6 +94,9 @@ class clip_by_global_norm(GradientTransformation):
     """Rescale all updates together so their global norm is at most ``c``:
     ``u ← u · min(1, c / ‖u‖)`` with ``‖u‖ = sqrt(Σ_i ‖u_i‖²)`` over every parameter.
 
+    ``‖u‖`` is correct at any finite scale (a sum of squares that overflows is recomputed
+    scaled by ``max |u|``), so updates of ``1e25`` are clipped to norm ``c``, not zeroed.
+
     Example:
         >>> import jax.numpy as jnp, gradtx
         >>> tx = gradtx.clip_by_global_norm(1.0)
@@ -97,7 +117,7 @@ class clip_by_global_norm(GradientTransformation):
         return EmptyState()
 
     def update(self, updates, state, params=None, **extra_args):
-        norm = tree_lib.global_norm(updates)
+        norm = _global_norm(updates)
         factor = jnp.where(norm < self.max_norm, 1.0, self.max_norm / jnp.where(norm == 0, 1, norm))
         return tree_lib.tree_scale(factor, updates), state
 
@@ -125,14 +145,14 @@ class clip_by_block_rms(GradientTransformation):
         return EmptyState()
 
     def update(self, updates, state, params=None, **extra_args):
-        def f(u):
-            if u is None:
-                return None
-            cd = tree_lib.compute_dtype(u.dtype)
-            rms = jnp.sqrt(jnp.mean(tree_lib.abs_sq(u.astype(cd))))
-            return (u.astype(cd) / jnp.maximum(1.0, rms / self.threshold)).astype(u.dtype)
-
-        return jax.tree_util.tree_map(f, updates, is_leaf=_none), state
+        leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_none)
+        idx = [i for i, u in enumerate(leaves) if u is not None]
+        xs = [leaves[i].astype(tree_lib.compute_dtype(leaves[i].dtype)) for i in idx]
+        rms = _roots(xs, [jnp.mean(tree_lib.abs_sq(x)) for x in xs], mean=True)
+        out = list(leaves)
+        for i, x, r in zip(idx, xs, rms, strict=True):
+            out[i] = (x / jnp.maximum(1.0, r / self.threshold)).astype(leaves[i].dtype)
+        return treedef.unflatten(out), state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,18 +212,20 @@ def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> jax.Arra
     Without Normalization", ICML 2021, §4.1.
     """
     x = jnp.asarray(x)
-    return _unit_norm(x, axis).astype(tree_lib.real_dtype(_float_like(x.dtype)))
+    return _unit_norms([x], axis)[0].astype(tree_lib.real_dtype(_float_like(x.dtype)))
 
 
-def _unit_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
-    """:func:`unitwise_norm` kept in the dtype it was accumulated in (at least float32)."""
-    if axis is None:
-        axis = _default_unit_axes(x)
-    nd = _norm_dtype(x.dtype)
-    sq = jnp.sum(
-        tree_lib.abs_sq(x.astype(jnp.promote_types(x.dtype, nd))), axis=axis, keepdims=True
-    )
-    return jnp.broadcast_to(jnp.sqrt(sq.astype(nd)), x.shape)
+def _unit_norms(xs: list[jax.Array], axis: int | tuple[int, ...] | None) -> list[jax.Array]:
+    """:func:`unitwise_norm` of each array, kept in the dtype it was accumulated in (at least
+    float32); correct at any finite scale, with one ``lax.cond`` for all of them."""
+    axes = [_default_unit_axes(x) if axis is None else axis for x in xs]
+    wide = [x.astype(jnp.promote_types(x.dtype, _norm_dtype(x.dtype))) for x in xs]
+    sqs = [
+        jnp.sum(tree_lib.abs_sq(w), axis=a, keepdims=True).astype(_norm_dtype(x.dtype))
+        for x, w, a in zip(xs, wide, axes, strict=True)
+    ]
+    norms = _roots(wide, sqs, axes, keepdims=True)
+    return [jnp.broadcast_to(n, x.shape) for n, x in zip(norms, xs, strict=True)]
 
 
 def _float_like(dtype: Any) -> Any:
@@ -305,17 +327,22 @@ class adaptive_grad_clip(GradientTransformation):
             )
         tree_lib.check_structure(updates, params, "adaptive_grad_clip", "updates", "params")
 
-        def f(g, p):
-            if g is None:
-                return None
-            g = jnp.asarray(g)
-            g_norm = _unit_norm(g, self.axis)
-            p_norm = _unit_norm(jnp.asarray(p), self.axis).astype(g_norm.dtype)
-            max_norm = self.clipping * jnp.maximum(p_norm, self.eps)
+        gs, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_none)
+        ps = treedef.flatten_up_to(params)
+        idx = [i for i, g in enumerate(gs) if g is not None]
+        xs = [jnp.asarray(gs[i]) for i in idx] + [jnp.asarray(ps[i]) for i in idx]
+        norms = _unit_norms(xs, self.axis)  # gradients' then weights' (one lax.cond)
+
+        def f(g, g_norm, p_norm):
+            max_norm = self.clipping * jnp.maximum(p_norm.astype(g_norm.dtype), self.eps)
             cd = jnp.promote_types(tree_lib.compute_dtype(g.dtype), g_norm.dtype)
             return unitwise_clip(g_norm, max_norm, g.astype(cd)).astype(g.dtype)
 
-        return jax.tree_util.tree_map(f, updates, params, is_leaf=_none), state
+        out = list(gs)
+        k = len(idx)
+        for j, i in enumerate(idx):
+            out[i] = f(xs[j], norms[j], norms[k + j])
+        return treedef.unflatten(out), state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,13 +382,37 @@ def _per_example_sqnorms(leaves: list[jax.Array]) -> jax.Array:
     return sum(p.astype(dtype) for p in parts)
 
 
+def _per_example_norms(leaves: list[jax.Array]) -> jax.Array:
+    """``‖g_b‖`` for each example ``b``, correct at any finite scale: when some example's sum of
+    squares over- or underflows, ``m_b ‖g_b / m_b‖`` with ``m_b = max |g_b|`` (one
+    ``lax.cond``; the common case is ``sqrt`` of :func:`_per_example_sqnorms`, bit for bit)."""
+    sq = _per_example_sqnorms(leaves)
+
+    def rescaled(sq):
+        flat = [g.reshape(g.shape[0], -1) for g in leaves if g.size]
+        flat = [g.astype(jnp.promote_types(g.dtype, sq.dtype)) for g in flat]
+        if not flat:
+            return jnp.sqrt(sq)
+        m = functools.reduce(
+            jnp.maximum, [jnp.max(jnp.abs(g), axis=1).astype(sq.dtype) for g in flat]
+        )
+        usable = (m > 0) & jnp.isfinite(m)
+        (d1, d2), up = _scales(m, usable)
+        down = (d1[:, None], d2[:, None])
+        s = sum(jnp.sum(tree_lib.abs_sq(_times(g, down)), axis=1).astype(sq.dtype) for g in flat)
+        root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
+        return jnp.where(_is_normal(sq), _sqrt_normal(sq), _pick(usable, root, m, sq))
+
+    return jax.lax.cond(jnp.all(_is_normal(sq)), jnp.sqrt, rescaled, sq)
+
+
 def _clipped_sum(g: jax.Array, multipliers: jax.Array) -> jax.Array:
     dtype = jnp.promote_types(g.dtype, multipliers.dtype)
     return jnp.tensordot(multipliers.astype(dtype), g.astype(dtype), axes=1)
 
 
 def _clip_examples(leaves: list[jax.Array], clip_norm: Any) -> tuple[list[jax.Array], jax.Array]:
-    norms = jnp.sqrt(_per_example_sqnorms(leaves))
+    norms = _per_example_norms(leaves)
     # min(1, C / ‖g_b‖); 0/0 and ∞/∞ (nothing to clip, or no clipping) give 1.
     ratio = jnp.asarray(clip_norm, norms.dtype) / norms
     multipliers = jnp.where(jnp.isnan(ratio), 1.0, jnp.minimum(ratio, 1.0)).astype(norms.dtype)

@@ -18,6 +18,7 @@ import numpy as np
 from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
+    check_count,
     check_decay,
     check_nonnegative,
     check_range,
@@ -26,6 +27,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import is_none as _none
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _saturate
 
 __all__ = ["scale_by_factored_rms", "scale_by_sm3", "FactoredState", "ScaleBySM3State"]
 
@@ -37,7 +39,7 @@ def _stat_dtype(x: Any) -> Any:
 
 def _decay_rate_pow(step: jax.Array, exponent: Any = 0.8) -> jax.Array:
     """Adafactor's second-moment decay ``β̂_2t = 1 − t^(−c)`` with ``t = step + 1``."""
-    t = jnp.asarray(step + 1, jnp.result_type(float))
+    t = jnp.asarray(step, jnp.result_type(float)) + 1  # in float: step + 1 wraps at 2^31 - 1
     return 1.0 - t ** (-exponent)
 
 
@@ -66,6 +68,16 @@ def _factored_axes(shape: tuple, factored: bool, min_dim: int) -> tuple[int, int
     return small, large
 
 
+def _finite_mean(x: jax.Array, axis: int) -> jax.Array:
+    """``mean(x, axis)`` (kept as a size-1 axis) of non-negative ``x``; where the plain sum
+    overflows (saturated statistics) the mean is taken as ``Σ x / n``, which cannot."""
+    mean = jnp.mean(x, axis=axis, keepdims=True)
+    if x.shape[axis] <= 1:
+        return mean
+    safe = _saturate(jnp.sum(x / x.shape[axis], axis=axis, keepdims=True))  # may round up
+    return jnp.where(mean <= jnp.finfo(mean.dtype).max, mean, safe)
+
+
 @transform
 class scale_by_factored_rms(GradientTransformation):
     """Adafactor's scaling by a factored second moment (Shazeer & Stern, 2018, Algorithms 4–5).
@@ -82,6 +94,10 @@ class scale_by_factored_rms(GradientTransformation):
     (The paper writes sums: ``V̂ = R C / (1ᵀ R)``; with means the result is the same.) Other
     arrays keep a full ``V_t = β̂_t V_{t−1} + (1 − β̂_t)(G_t² + ε1)`` (Algorithm 5 line 6).
     The state of an ``n × m`` matrix is ``n + m`` numbers.
+
+    ``R``, ``C`` and ``V`` saturate at the largest finite value of their dtype (``|g| ≳ 1.8e19``
+    in float32) instead of overflowing, and ``mean(R)`` of saturated rows is taken without
+    overflow; see :class:`gradtx.scale_by_adam` for what a capped moment does to the step.
 
     Args:
         factored: factor the second moment of arrays with two large enough axes.
@@ -116,6 +132,7 @@ class scale_by_factored_rms(GradientTransformation):
     def _check(self):
         check_nonnegative("scale_by_factored_rms", "decay_rate", self.decay_rate)
         check_nonnegative("scale_by_factored_rms", "epsilon", self.epsilon)
+        check_count("scale_by_factored_rms", "step_offset", self.step_offset)
         m = self.min_dim_size_to_factor
         if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
             raise ValueError(
@@ -170,14 +187,18 @@ class scale_by_factored_rms(GradientTransformation):
             g2 = tree_lib.abs_sq(g).astype(dt) + eps
             axes = self._axes(g)
             if axes is None:
-                v = (decay * v + (1 - decay) * g2).astype(dt)
+                v = _saturate((decay * v + (1 - decay) * g2).astype(dt))
                 return g * jax.lax.rsqrt(v), (v_row, v_col, v)
             small, large = axes
-            v_row = (decay * v_row + (1 - decay) * jnp.mean(g2, axis=large)).astype(dt)
-            v_col = (decay * v_col + (1 - decay) * jnp.mean(g2, axis=small)).astype(dt)
+            v_row = _saturate((decay * v_row + (1 - decay) * jnp.mean(g2, axis=large)).astype(dt))
+            v_col = _saturate((decay * v_col + (1 - decay) * jnp.mean(g2, axis=small)).astype(dt))
             small_in_row = small - 1 if small > large else small
-            row_mean = jnp.mean(v_row, axis=small_in_row, keepdims=True)
-            row_factor = jnp.expand_dims(jax.lax.rsqrt(v_row / row_mean), large)
+            row_mean = _finite_mean(v_row, small_in_row)
+            # XLA may divide by multiplying with 1/mean, which flushes to 0 for a mean near the
+            # cap: scale both by 2^-64 there (exact, so the ratio is the same number)
+            shrink = jnp.where(row_mean > 2.0**64, 2.0**-64, 1.0).astype(dt)
+            ratio = (v_row * shrink) / (row_mean * shrink)
+            row_factor = jnp.expand_dims(jax.lax.rsqrt(ratio), large)
             col_factor = jnp.expand_dims(jax.lax.rsqrt(v_col), small)
             return g * row_factor * col_factor, (v_row, v_col, v)
 
@@ -226,6 +247,10 @@ class scale_by_sm3(GradientTransformation):
     with ``c = 1`` when ``β2 = 1`` (the paper's sums) and ``c = 1 − β2`` otherwise. The output
     is ``m_t``. ``β1 = 0`` and ``ε = 0`` give the paper's box exactly. Complex parameters are
     refused (the cover-set maximum needs an order).
+
+    The accumulators saturate at the largest finite value of their dtype (``|g| ≳ 1.8e19`` in
+    float32) instead of overflowing. Arrays with a zero-size axis are allowed (their update is
+    an empty array of the same shape).
 
     Args:
         b1: momentum on the scaled update, in [0, 1).
@@ -284,13 +309,13 @@ class scale_by_sm3(GradientTransformation):
                 return None
             g = g.astype(acc[0].dtype if isinstance(acc, tuple) else acc.dtype)
             if g.ndim < 2:
-                return b2 * acc + coeff * g * g
+                return _saturate(b2 * acc + coeff * g * g)
             k = g.ndim
             expanded = [
                 jnp.reshape(a, [1] * i + [g.shape[i]] + [1] * (k - i - 1))
                 for i, a in enumerate(acc)
             ]
-            return b2 * functools.reduce(jnp.minimum, expanded) + coeff * g * g
+            return _saturate(b2 * functools.reduce(jnp.minimum, expanded) + coeff * g * g)
 
         treedef = jax.tree_util.tree_structure(updates, is_leaf=_none)
         acc_leaves = treedef.flatten_up_to(state.accumulators)
@@ -309,6 +334,8 @@ class scale_by_sm3(GradientTransformation):
             if nu.ndim < 2:
                 return nu.astype(acc.dtype)
             axes = range(nu.ndim)
+            if nu.size == 0:  # an empty cover set: its accumulator keeps its (zero) start
+                return tuple(jnp.zeros_like(a) for a in acc)
             return tuple(
                 jnp.max(nu, axis=tuple(j for j in axes if j != i)).astype(a.dtype)
                 for i, a in enumerate(acc)

@@ -4,6 +4,11 @@ A *block* is one leaf of the parameter pytree (a weight matrix, a bias vector). 
 rescale each block's update by a ratio of norms, so every layer moves by a controlled fraction
 of its own size whatever the scale of its gradient. Norms are accumulated in at least float32
 (:func:`gradtx.numerics.compute_dtype`) and the result is cast back to the update's dtype.
+
+Norms are correct at any finite scale: where a block's sum of squares overflows (``‖x‖ ≳
+1.8e19`` in float32) or underflows (``≲ 1e-19``) it is recomputed as ``m ‖x/m‖`` with
+``m = max |x|``; one ``lax.cond`` per step decides for all blocks, and the common case gives
+the plain ``sqrt(Σ |x|²)`` bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.numerics import is_none as _none
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _global_norm, _roots
 
 __all__ = [
     "scale_by_trust_ratio",
@@ -42,9 +49,23 @@ __all__ = [
 ScaleByTrustRatioState = EmptyState  # optax's name for the state of ``scale_by_trust_ratio``
 
 
-def _block_norm(x: jax.Array, dtype: Any) -> jax.Array:
-    """The 2-norm (Frobenius for matrices) of one block, accumulated in ``dtype``."""
-    return jnp.sqrt(jnp.sum(tree_lib.abs_sq(jnp.asarray(x).astype(dtype))))
+def _block_norms(xs: list[Any], dtypes: list[Any]) -> list[jax.Array]:
+    """The 2-norm (Frobenius for matrices) of each block, accumulated in its ``dtype``, correct
+    at any finite scale (one ``lax.cond`` for all; see :func:`gradtx.safe_math._roots`)."""
+    xs = [jnp.asarray(x).astype(dt) for x, dt in zip(xs, dtypes, strict=True)]
+    return _roots(xs, [jnp.sum(tree_lib.abs_sq(x)) for x in xs])
+
+
+def _flat(tree: Any, *others: Any) -> tuple[Any, list[list[Any]], list[int]]:
+    """``tree`` and trees of its structure as flat lists (``None`` placeholders kept), and the
+    positions of ``tree``'s non-``None`` leaves."""
+    treedef = jax.tree_util.tree_structure(tree, is_leaf=_none)
+    flats = [treedef.flatten_up_to(t) for t in (tree, *others)]
+    return treedef, flats, [i for i, x in enumerate(flats[0]) if x is not None]
+
+
+def _unflatten(treedef: Any, n: int, values: dict[int, Any]) -> Any:
+    return treedef.unflatten([values.get(i) for i in range(n)])
 
 
 def _cd(x: jax.Array) -> Any:
@@ -70,6 +91,9 @@ class scale_by_trust_ratio(GradientTransformation):
     Algorithm 2, with φ the identity) and the ``‖W‖/‖g‖`` factor of Fromage (Bernstein et al.,
     2020, Algorithm 1).
 
+    Both norms are correct at any finite scale (see the module's notes), so a block whose
+    ``Σ |u|²`` overflows still gets its ratio.
+
     Args:
         min_norm: lower bound ``n_min`` on both norms (0: no clipping).
         trust_coefficient: the multiplier ``c``.
@@ -93,7 +117,7 @@ class scale_by_trust_ratio(GradientTransformation):
 
     def _check(self):
         check_nonnegative("scale_by_trust_ratio", "min_norm", self.min_norm)
-        check_range("scale_by_trust_ratio", "trust_coefficient", self.trust_coefficient)
+        check_nonnegative("scale_by_trust_ratio", "trust_coefficient", self.trust_coefficient)
         check_nonnegative("scale_by_trust_ratio", "eps", self.eps)
 
     def init(self, params):
@@ -103,18 +127,21 @@ class scale_by_trust_ratio(GradientTransformation):
         _need_params(params, "scale_by_trust_ratio")
         tree_lib.check_structure(updates, params, "scale_by_trust_ratio", "updates", "params")
 
-        def f(u, p):
-            if u is None:
-                return None
-            cd = _cd(u)
-            p_norm = jnp.maximum(_block_norm(p, cd), self.min_norm)
-            u_norm = jnp.maximum(_block_norm(u, cd), self.min_norm)
+        treedef, (us, ps), idx = _flat(updates, params)
+        cds = [_cd(us[i]) for i in idx]
+        norms = _block_norms([ps[i] for i in idx] + [us[i] for i in idx], cds + cds)
+
+        def f(u, p_norm, u_norm, cd):
+            p_norm = jnp.maximum(p_norm, self.min_norm)
+            u_norm = jnp.maximum(u_norm, self.min_norm)
             zero = jnp.logical_or(p_norm == 0, u_norm == 0)
             den = jnp.where(zero, 1.0, u_norm + self.eps)
             ratio = jnp.where(zero, 1.0, self.trust_coefficient * p_norm / den)
             return (u.astype(cd) * ratio).astype(u.dtype)
 
-        return _map(f, updates, params), state
+        k = len(idx)
+        out = {i: f(us[i], norms[j], norms[k + j], cds[j]) for j, i in enumerate(idx)}
+        return _unflatten(treedef, len(us), out), state
 
 
 def _leaf_mask(mask: Any, params: Any, owner: str) -> Any:
@@ -172,7 +199,7 @@ class scale_by_lars(GradientTransformation):
     combined_norm: bool = static_field(False, kw_only=True)
 
     def _check(self):
-        check_range("scale_by_lars", "trust_coefficient", self.trust_coefficient)
+        check_nonnegative("scale_by_lars", "trust_coefficient", self.trust_coefficient)
         check_nonnegative("scale_by_lars", "eps", self.eps)
         check_nonnegative("scale_by_lars", "weight_decay", self.weight_decay)
         object.__setattr__(self, "weight_decay_mask", freeze_mask(self.weight_decay_mask))
@@ -191,18 +218,20 @@ class scale_by_lars(GradientTransformation):
         wd_mask = _leaf_mask(self.weight_decay_mask, params, "scale_by_lars")
         tr_mask = _leaf_mask(self.trust_ratio_mask, params, "scale_by_lars")
 
-        def f(u, p, m_wd, m_tr):
-            if u is None:
-                return None
-            cd = _cd(u)
-            g, w = u.astype(cd), jnp.asarray(p).astype(cd)
-            beta = _select(m_wd, jnp.asarray(wd, tree_lib.real_dtype(cd)), 0.0)
-            d = g + beta * w
-            w_norm = _block_norm(w, cd)
-            if self.combined_norm:
-                den = _block_norm(d, cd)
-            else:
-                den = _block_norm(g, cd) + beta * w_norm
+        treedef, (us, ps, wd_masks, tr_masks), idx = _flat(updates, params, wd_mask, tr_mask)
+        cds = [_cd(us[i]) for i in idx]
+        gs = [us[i].astype(cd) for i, cd in zip(idx, cds, strict=True)]
+        ws = [jnp.asarray(ps[i]).astype(cd) for i, cd in zip(idx, cds, strict=True)]
+        betas = [
+            _select(wd_masks[i], jnp.asarray(wd, tree_lib.real_dtype(cd)), 0.0)
+            for i, cd in zip(idx, cds, strict=True)
+        ]
+        ds = [g + beta * w for g, w, beta in zip(gs, ws, betas, strict=True)]
+        norms = _block_norms(ws + (ds if self.combined_norm else gs), cds + cds)
+        k = len(idx)
+
+        def f(u, d, beta, w_norm, other_norm, m_tr):
+            den = other_norm if self.combined_norm else other_norm + beta * w_norm
             zero = jnp.logical_or(w_norm == 0, den == 0)
             ratio = jnp.where(
                 zero,
@@ -211,7 +240,14 @@ class scale_by_lars(GradientTransformation):
             )
             return _select(m_tr, ratio * d, d).astype(u.dtype)
 
-        out = _map(f, updates, params, wd_mask, tr_mask)
+        out = _unflatten(
+            treedef,
+            len(us),
+            {
+                i: f(us[i], ds[j], betas[j], norms[j], norms[k + j], tr_masks[i])
+                for j, i in enumerate(idx)
+            },
+        )
         if count is not None:
             state = CountState(count=tree_lib.safe_increment(count))
         return out, state
@@ -249,14 +285,16 @@ class scale_by_param_block_norm(GradientTransformation):
         _need_params(params, "scale_by_param_block_norm")
         tree_lib.check_structure(updates, params, "scale_by_param_block_norm", "updates", "params")
 
-        def f(u, p):
-            if u is None:
-                return None
-            cd = _cd(u)
-            s = jnp.maximum(_block_norm(p, cd), self.min_scale)
+        treedef, (us, ps), idx = _flat(updates, params)
+        cds = [_cd(us[i]) for i in idx]
+        norms = _block_norms([ps[i] for i in idx], cds)
+
+        def f(u, norm, cd):
+            s = jnp.maximum(norm, self.min_scale)
             return (u.astype(cd) * s).astype(u.dtype)
 
-        return _map(f, updates, params), state
+        out = {i: f(us[i], norms[j], cds[j]) for j, i in enumerate(idx)}
+        return _unflatten(treedef, len(us), out), state
 
 
 @transform
@@ -288,15 +326,17 @@ class scale_by_param_block_rms(GradientTransformation):
         _need_params(params, "scale_by_param_block_rms")
         tree_lib.check_structure(updates, params, "scale_by_param_block_rms", "updates", "params")
 
-        def f(u, p):
-            if u is None:
-                return None
-            cd = _cd(u)
-            ms = jnp.mean(tree_lib.abs_sq(jnp.asarray(p).astype(cd)))
-            s = jnp.maximum(jnp.sqrt(ms), self.min_scale)
+        treedef, (us, ps), idx = _flat(updates, params)
+        cds = [_cd(us[i]) for i in idx]
+        xs = [jnp.asarray(ps[i]).astype(cd) for i, cd in zip(idx, cds, strict=True)]
+        rms = _roots(xs, [jnp.mean(tree_lib.abs_sq(x)) for x in xs], mean=True)
+
+        def f(u, r, cd):
+            s = jnp.maximum(r, self.min_scale)
             return (u.astype(cd) * s).astype(u.dtype)
 
-        return _map(f, updates, params), state
+        out = {i: f(us[i], rms[j], cds[j]) for j, i in enumerate(idx)}
+        return _unflatten(treedef, len(us), out), state
 
 
 @transform
@@ -329,7 +369,7 @@ class normalize_by_update_norm(GradientTransformation):
         return EmptyState()
 
     def update(self, updates, state, params=None, **extra_args):
-        norm = tree_lib.global_norm(updates)
+        norm = _global_norm(updates)
         den = norm + self.eps
         factor = self.scale_factor / jnp.where(den == 0, 1.0, den)
         factor = jnp.where(den == 0, 0.0, factor)

@@ -19,6 +19,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import is_none as _none
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _global_norm, _global_norms, _roots, _saturate
 
 __all__ = [
     "scale_by_polyak",
@@ -120,8 +121,17 @@ def _cdt(x: Any) -> Any:
     return tree_lib.compute_dtype(jnp.result_type(x))
 
 
-def _norm(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(_sq_norm(x))
+def _norms(tree: Any) -> Any:
+    """Each leaf's 2-norm, accumulated in its compute dtype and correct at any finite scale
+    (one ``lax.cond`` for all leaves; see :func:`gradtx.safe_math._roots`)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_none)
+    idx = [i for i, x in enumerate(leaves) if x is not None]
+    xs = [jnp.asarray(leaves[i]).astype(_cdt(leaves[i])) for i in idx]
+    roots = _roots(xs, [jnp.sum(tree_lib.abs_sq(x)) for x in xs])
+    out = list(leaves)
+    for i, r in zip(idx, roots, strict=True):
+        out[i] = r
+    return treedef.unflatten(out)
 
 
 @transform
@@ -139,6 +149,10 @@ class scale_by_distance_over_gradients(GradientTransformation):
     The output has the sign of ``s`` (``global_scale``): use ``-1.0``, or chain
     :class:`gradtx.scale_by_learning_rate`, for descent. ``init`` must receive the real
     initial parameters (they are stored, and set ``r_ε``).
+
+    ``G`` saturates at the largest finite value of its dtype and the denominator is never below
+    the current ``‖g‖`` (an identity, since ``G_t ≥ ‖g_t‖²``), so a step is at most ``|s| r̄`` long
+    even when ``G`` sits at the cap; the norms are correct at any finite scale.
 
     Args:
         reps_rel: ``ρ``, the relative initial distance (the authors suggest 1e-6, or 1e-4 for
@@ -179,18 +193,20 @@ class scale_by_distance_over_gradients(GradientTransformation):
         return jnp.promote_types(self.param_dtype, dt)
 
     def init(self, params):
-        def r0(p):
-            return None if p is None else self.reps_rel * (1 + _norm(p))
+        norms = _norms(params)
 
-        def zero(p):
-            return None if p is None else jnp.zeros((), tree_lib.real_dtype(_norm(p).dtype))
+        def r0(n):
+            return None if n is None else self.reps_rel * (1 + n)
+
+        def zero(n):
+            return None if n is None else jnp.zeros((), tree_lib.real_dtype(n.dtype))
 
         def store(p):
             return None if p is None else jnp.asarray(p).astype(self._store_dtype(p))
 
         return ScaleByDistanceOverGradientsState(
-            max_dist=_map(r0, params),
-            grad_sum_of_squares=_map(zero, params),
+            max_dist=_map(r0, norms),
+            grad_sum_of_squares=_map(zero, norms),
             init_params=_map(store, params),
         )
 
@@ -200,28 +216,34 @@ class scale_by_distance_over_gradients(GradientTransformation):
             raise ValueError(f"{o}: update needs params (call update(updates, state, params))")
         tree_lib.check_structure(updates, state.init_params, o, "updates", "initial params")
 
-        def dist(d, p, p0):
-            if d is None:
-                return None
-            delta = jnp.asarray(p).astype(p0.dtype) - p0
-            return jnp.maximum(d, _norm(delta).astype(d.dtype))
-
-        max_dist = _map(dist, state.max_dist, params, state.init_params)
+        deltas = _map(
+            lambda p, p0: None if p0 is None else jnp.asarray(p).astype(p0.dtype) - p0,
+            params,
+            state.init_params,
+        )
+        dist_norms, g_norms = _norms((deltas, updates))  # one lax.cond for both
+        max_dist = _map(
+            lambda d, n: None if d is None else jnp.maximum(d, n.astype(d.dtype)),
+            state.max_dist,
+            dist_norms,
+        )
         g_sos = _map(
-            lambda s, g: None if s is None else s + _sq_norm(g).astype(s.dtype),
+            lambda s, g: None if s is None else _saturate(s + _sq_norm(g).astype(s.dtype)),
             state.grad_sum_of_squares,
             updates,
         )
 
-        def step(g, d, s):
+        def step(g, d, s, g_norm):
             if g is None:
                 return None
-            den = jnp.sqrt(s + self.eps)
+            # G ≥ ‖g‖², so the floor changes nothing unless G sits at its cap: a step is then
+            # never longer than r̄ (as it never is in exact arithmetic)
+            den = jnp.maximum(jnp.sqrt(s + self.eps), g_norm.astype(s.dtype))
             eta = jnp.where(den == 0, 0.0, self.global_scale * d / jnp.where(den == 0, 1.0, den))
             cd = tree_lib.compute_dtype(g.dtype)
             return (g.astype(cd) * eta.astype(tree_lib.real_dtype(cd))).astype(g.dtype)
 
-        out = _map(step, updates, max_dist, g_sos)
+        out = _map(step, updates, max_dist, g_sos, g_norms)
         return out, ScaleByDistanceOverGradientsState(max_dist, g_sos, state.init_params)
 
 
@@ -254,6 +276,10 @@ class scale_by_dog(GradientTransformation):
     ``r̄_{−1} = r``; ``("learning_rate", η)`` takes a first step of ``η g_0`` and starts from
     ``r̄_{−1} = 0``. The output is ``+η_t g_t``: chain ``scale_by_learning_rate`` for descent.
     ``init`` must receive the real initial parameters.
+
+    ``G`` saturates at the largest finite value of its dtype and the denominator is never below
+    the current ``‖g‖`` (an identity, since ``G_t ≥ ‖g_t‖²``), so a step is at most ``r̄`` long even
+    when ``G`` sits at the cap; the norms are correct at any finite scale.
 
     Args:
         init_step: ``(kind, value)``, kind one of ``"heuristic"``, ``"distance"``,
@@ -291,7 +317,7 @@ class scale_by_dog(GradientTransformation):
 
     def init(self, params):
         kind, value = self.init_step
-        norm = tree_lib.tree_l2_norm(params)
+        norm = _global_norm(params)
         r0 = {"heuristic": value * (1 + norm), "distance": value, "learning_rate": 0.0}[kind]
         return DoGState(
             is_init_step=jnp.array(True),
@@ -311,11 +337,12 @@ class scale_by_dog(GradientTransformation):
             params,
             state.init_params,
         )
-        dist = tree_lib.tree_l2_norm(delta)
+        dist, g_norm = _global_norms(delta, updates)
         max_dist = jnp.maximum(state.max_dist, dist.astype(state.max_dist.dtype))
         g_sq = tree_lib.tree_l2_norm(updates, squared=True).astype(state.max_dist.dtype)
-        sum_sq = state.sum_sq_norm_grads + g_sq
-        den = jnp.sqrt(sum_sq + self.eps)
+        sum_sq = _saturate(state.sum_sq_norm_grads + g_sq)
+        # G ≥ ‖g‖²: the floor binds only when G sits at its cap (steps stay at most r̄ long)
+        den = jnp.maximum(jnp.sqrt(sum_sq + self.eps), g_norm.astype(sum_sq.dtype))
         eta = jnp.where(den == 0, 0.0, max_dist / jnp.where(den == 0, 1.0, den))
         kind, value = self.init_step
         if kind == "learning_rate":
