@@ -384,7 +384,7 @@ def test_flat_structure_errors_name_the_path():
     params = _params()
     state = fopt.init(params)
     bad = dict(params, emb=jnp.zeros((5, 3)))
-    with pytest.raises(ValueError, match=r"flat: the structure of updates .*\['emb'\]"):
+    with pytest.raises(ValueError, match=r"flat.update: the structure of updates .*\['emb'\]"):
         fopt.update(bad, state, params)
     with pytest.raises(ValueError, match="flat: the state must be the FlatState"):
         fopt.update(params, gradtx.adam(0.1).init(params), params)

@@ -435,7 +435,7 @@ def test_lars_paper_and_optax_denominators_differ_only_with_weight_decay():
         (lambda: gradtx.scale_by_param_block_rms(min_scale=-1.0), "min_scale"),
         (lambda: gradtx.add_noise(-0.1, 0.55), "eta"),
         (lambda: gradtx.add_noise(0.1, 0.55, key=1, seed=2), "key and seed"),
-        (lambda: gradtx.signum(0.1, beta=1.5), "decay"),
+        (lambda: gradtx.signum(0.1, beta=1.5), "signum: beta"),
     ],
 )
 def test_bad_hyperparameters_are_refused(build, match):

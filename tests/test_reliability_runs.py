@@ -465,12 +465,6 @@ _BOUNDED = {
 }
 _NONFINITE_COUNTERS = {"notfinite_count", "total_notfinite"}
 
-# Known bugs (outside this file's reach; see the report of issue 14 parts 6-7). strict: when
-# fixed, the test passes and the mark must go.
-_COUNTER_BUGS = {
-    "adafactor": "scale_by_factored_rms's decay 1 − (count + 1)^−c adds 1 in int32: wraps, NaN",
-}
-
 
 def _field(state, path) -> str:
     """``Owner.field`` of an integer leaf (the owner's class name and the field's name)."""
@@ -520,15 +514,7 @@ def _int_paths(state, kinds) -> list:
     ]
 
 
-COUNTER_CASES = [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=_COUNTER_BUGS[c.name]))
-    if c.name in _COUNTER_BUGS
-    else c
-    for c in CASES
-]
-
-
-@pytest.mark.parametrize("case", COUNTER_CASES, ids=IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_step_counters_saturate(case):
     opt, step = _stepper(case.name)
     params = _tree(_START)

@@ -9,10 +9,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
+    check_count,
     check_nonnegative,
     static_field,
     transform,
@@ -76,12 +78,15 @@ class add_noise(GradientTransformation):
         check_nonnegative("add_noise", "eta", self.eta)
         check_nonnegative("add_noise", "gamma", self.gamma)
         if self.seed is not None:
+            check_count("add_noise", "seed", self.seed)
             if self.key is not None:
                 raise ValueError("add_noise: pass only one of key and seed")
             object.__setattr__(self, "key", self.seed)
             object.__setattr__(self, "seed", None)
         if self.key is None:
             object.__setattr__(self, "key", 0)
+        elif not isinstance(self.key, jax.Array | np.ndarray):
+            check_count("add_noise", "key", self.key)  # an integer seed
 
     def init(self, params):
         key = jax.random.key_data(_as_key(self.key))
