@@ -8,9 +8,60 @@ of optax.contrib is planned, see the README's table of what is not in gradtx).
 from __future__ import annotations
 
 from gradtx.optimizers.layerwise_and_sign import dog
+from gradtx.transforms.adam_relatives_2024 import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ademamix,
+    adopt,
+    scale_by_ademamix,
+    scale_by_adopt,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
+from gradtx.transforms.modifiers import (
+    DifferentiallyPrivateAggregateState,
+    NormalizeState,
+    SAMState,
+    differentially_private_aggregate,
+    dpsgd,
+    normalize,
+    sam,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradtx.transforms.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from gradtx.transforms.step_size_free import DoGState
 
-__all__ = ["DoGState", "ReduceLROnPlateauState", "dog", "reduce_on_plateau"]
+__all__ = [
+    "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "NormalizeState",
+    "ReduceLROnPlateauState",
+    "SAMState",
+    "ScaleByAdemamixState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "ScheduleFreeState",
+    "ademamix",
+    "adopt",
+    "differentially_private_aggregate",
+    "dog",
+    "dpsgd",
+    "normalize",
+    "reduce_on_plateau",
+    "sam",
+    "scale_by_ademamix",
+    "scale_by_adopt",
+    "scale_by_simplified_ademamix",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
+    "simplified_ademamix",
+]
 
 ReduceLROnPlateauState = ReduceOnPlateauState  # optax.contrib's name for the same state

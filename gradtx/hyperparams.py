@@ -123,6 +123,8 @@ def _walk(tx: Any, state: Any, route: tuple, labels: tuple, out: list[_Entry]) -
             out.append(_Entry(route, labels, owner, name, value, count, injected))
         return
     count = getattr(state, "count", None)
+    if callable(count):  # a tuple's count method, not a step count
+        count = None
     for f in dataclasses.fields(tx):
         if f.metadata.get("static"):
             continue
@@ -130,6 +132,8 @@ def _walk(tx: Any, state: Any, route: tuple, labels: tuple, out: list[_Entry]) -
         if _is_tx(v):
             if getattr(tx, "_state_is_inner", False):  # the wrapper keeps the inner state as is
                 inner = state
+            elif f.name in getattr(tx, "_member_states", {}):  # {field: its state's field}
+                inner = getattr(state, tx._member_states[f.name], None)
             else:
                 inner = next(
                     (getattr(state, n) for n in _INNER_STATE_NAMES if hasattr(state, n)), None

@@ -42,17 +42,20 @@ MODULES = [
     "partition",
     "safety",
     "schedules",
+    "transforms.adam_relatives_2024",
     "transforms.adam_variants",
     "transforms.adaptive",
     "transforms.clipping",
     "transforms.decay",
     "transforms.factored",
     "transforms.layerwise",
+    "transforms.modifiers",
     "transforms.momentum",
     "transforms.noise",
     "transforms.optimistic",
     "transforms.plateau",
     "transforms.scaling",
+    "transforms.schedule_free",
     "transforms.sign",
     "transforms.step_size_free",
     "wrappers",
@@ -102,6 +105,8 @@ REQUIRED = {
     "max_learning_rate": 1.0,
     "optimism": 1.0,
     "seed": 0,
+    "l2_norm_clip": 1.0,
+    "noise_multiplier": 1.0,
 }
 
 # Callables taking an inner optimizer, a function or a tree; the value they are built with.
@@ -110,6 +115,8 @@ STRUCTURAL = {
     "inner": _inner,
     "fast_optimizer": _inner,
     "optimizer": _inner,
+    "base_optimizer": _inner,
+    "adv_optimizer": _inner,
     "inner_factory": lambda: gradtx.adam,
     "should_transform_fn": lambda: lambda count: count % 2 == 0,
     "f": lambda: lambda g, p: g,
@@ -188,6 +195,9 @@ KIND_BY_NAME = {
     "decay_offset": "count",
     "step_offset": "count",
     "max_linesearch_steps": "count",
+    "clip_threshold": "positive",
+    "l2_norm_clip": "nonneg",
+    "noise_multiplier": "nonneg",
     "max_backtracking_steps": "count",
 }
 
@@ -243,6 +253,9 @@ SKIP_FUNCTIONS = {
     "skip_large_updates",
     "all_finite",
     "value_and_grad_from_state",
+    "schedule_free_eval_params",
+    "stochastic_round",
+    "apply_updates_stochastic",
     # a parameter-group spec for param_groups, not a transform (param_groups checks it)
     "group",
 }

@@ -226,6 +226,8 @@ REFUSED = {
     "scale_by_param_block_rms",
     "normalize_by_update_norm",
     "lbfgs_no_linesearch",
+    "cautious_adamw",  # rescales per array
+    "sam",  # opaque mode hands the params to grad_fn
     # wrappers and blocks flat does not know to act element by element
     "clip_and_friends",  # zero_nans
     "adaptive_grad_clip",

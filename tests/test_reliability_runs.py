@@ -173,6 +173,7 @@ _RANDOM_PARAMETERS = {"key", "seed", "rng", "rng_key", "prng_key", "random_key"}
 # Callables with such a parameter that draw nothing from it (with the reason).
 _NOT_RANDOMISED = {
     "AddNoiseState": "add_noise's state record: rng_key is the key it holds",
+    "DifferentiallyPrivateAggregateState": "its state record: rng_key is the key it holds",
     "get": "gradtx.tree.get: key is the field or dict key looked up",
     "get_all_with_path": "gradtx.tree.get_all_with_path: key is the field or dict key",
     "tree_get": "optax's name of gradtx.tree.get",
@@ -260,6 +261,20 @@ def _check_grads_report(seed) -> list[np.ndarray]:
 _SYMMETRIC = np.diag([1.0, 0.95, 0.9, 0.85]) + 0.01
 
 
+def _dp_trajectory(opt) -> list[np.ndarray]:
+    """Three jitted steps of a differentially private transform on per-example gradients (a
+    leading batch axis of 4)."""
+    grads = {"w": jnp.ones((4, 3, 2)), "b": jnp.ones((4, 2))}
+    params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+    state = opt.init(params)
+    step = jax.jit(lambda s: opt.update(grads, s, params))
+    out = []
+    for _ in range(3):
+        u, state = step(state)
+        out += _leaves((u, state))
+    return out
+
+
 # How to run each randomised callable from an int seed (keys are made from it where the
 # callable takes a jax key). A callable missing here fails test_every_randomised_callable_is_run.
 _RANDOMISED: dict[str, Callable[[int], Any]] = {
@@ -276,6 +291,20 @@ _RANDOMISED: dict[str, Callable[[int], Any]] = {
     ),
     "split_key_like": lambda k: _leaves(
         gradtx.tree.split_key_like(jax.random.key(k), {"w": jnp.zeros(3), "b": jnp.zeros(2)})
+    ),
+    "differentially_private_aggregate": lambda k: _dp_trajectory(
+        gradtx.differentially_private_aggregate(1.0, 1.1, key=k)
+    ),
+    "dpsgd": lambda k: _dp_trajectory(gradtx.dpsgd(0.1, 1.0, 1.1, seed=k)),
+    "stochastic_round": lambda k: _leaves(
+        gradtx.stochastic_round(
+            jnp.linspace(1.0, 2.0, 64) + 1e-3, jnp.bfloat16, jax.random.key(k)
+        ).astype(jnp.float32)
+    ),
+    "apply_updates_stochastic": lambda k: _leaves(
+        gradtx.apply_updates_stochastic(
+            {"w": jnp.ones(64, jnp.bfloat16)}, {"w": jnp.full(64, 1e-3)}, jax.random.key(k)
+        )["w"].astype(jnp.float32)
     ),
     "MultiNormalDiagFromLogScale.sample": lambda k: _leaves(
         gradtx.multi_normal(jnp.asarray([1.0, -1.0]), jnp.asarray([0.0, -1.0])).sample((4,), k)
@@ -452,7 +481,8 @@ def test_long_run_stays_finite(case):
 # must saturate at 2**31 − 1. Indices must never go negative. Bounded fields are reset long
 # before int32 matters (they are left alone). Non-finite counters advance on non-finite updates
 # only (driven with NaN gradients). A field not listed fails test_step_counters_saturate.
-_STEP_COUNTERS = {"count", "gradient_step", "step", "n_averaged"}
+# (step_count, count_m2 and t are optax's names in the Schedule-Free, AdEMAMix and ADOPT states)
+_STEP_COUNTERS = {"count", "gradient_step", "step", "n_averaged", "step_count", "count_m2", "t"}
 _INDICES = {
     "num_pairs",  # L-BFGS: pairs written so far (kept below 2m); the next goes to num_pairs % m
     "ApplyEveryState.count",  # its phase is count % k: near the limit it steps back by k's
@@ -461,6 +491,7 @@ _BOUNDED = {
     "mini_step": "MultiSteps: micro-steps since the last optimizer step, < k",
     "plateau_count": "reduce_on_plateau: evaluations without improvement, reset at patience",
     "cooldown_count": "reduce_on_plateau: evaluations of cooldown left, <= cooldown",
+    "SAMState.steps_since_sync": "sam: calls since the last outer step, < sync_period",
     "ReduceOnPlateauState.count": "reduce_on_plateau: values since the last evaluation",
 }
 _NONFINITE_COUNTERS = {"notfinite_count", "total_notfinite"}
