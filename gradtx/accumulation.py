@@ -23,6 +23,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.safe_math import _cond
 
 __all__ = ["MultiSteps", "MultiStepsState", "apply_every", "ApplyEveryState"]
 
@@ -180,13 +181,6 @@ class MultiSteps(GradientTransformation):
             return _cond(emit, step, accumulate)
 
         return _cond(should_skip, skipped, not_skipped)
-
-
-def _cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
-    """``lax.cond`` on a traced predicate; a plain branch on a concrete one."""
-    if isinstance(pred, jax.core.Tracer):
-        return jax.lax.cond(pred, true_fn, false_fn)
-    return true_fn() if bool(pred) else false_fn()
 
 
 class ApplyEveryState(NamedTuple):

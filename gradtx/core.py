@@ -677,7 +677,7 @@ def user_facing(
             if relabelled is None:
                 raise
             raise relabelled from None
-        if isinstance(out, chain) and out._name is None:
+        if isinstance(out, chain):  # the outermost function called names it
             object.__setattr__(out, "_name", own)
         return out
 

@@ -185,6 +185,14 @@ def _sqrt_normal(sq: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.where(_is_normal(sq), sq, jnp.ones_like(sq)))
 
 
+def _cond(pred: Any, true_fn: Any, false_fn: Any, *operands: Any) -> Any:
+    """``lax.cond`` on a traced predicate; the branch itself on a concrete one (op by op, a
+    ``lax.cond`` would compile its branches anew on every call)."""
+    if isinstance(pred, jax.core.Tracer):
+        return lax.cond(pred, true_fn, false_fn, *operands)
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+
 def _all(preds: Sequence[jax.Array]) -> jax.Array:
     """Logical and of boolean arrays of any shapes, as a scalar."""
     return functools.reduce(operator.and_, [jnp.all(p) for p in preds])
@@ -282,7 +290,7 @@ def _roots(
             for x, sq, axis in zip(xs, sqs, axes, strict=True)
         ]
 
-    return lax.cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
+    return _cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
 
 
 def _global_norm(tree: Any) -> jax.Array:
@@ -306,7 +314,7 @@ def _global_norms(*trees: Any) -> list[jax.Array]:
             for ls, sq in zip(leaves, sqs, strict=True)
         ]
 
-    return lax.cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
+    return _cond(_all([_is_normal(sq) for sq in sqs]), plain, rescaled, sqs)
 
 
 def _scaled_global(leaves: list[Any], sq: jax.Array) -> jax.Array:

@@ -28,6 +28,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import is_none as _none
 from gradtx.safe_math import (
+    _cond,
     _global_norm,
     _is_normal,
     _pick,
@@ -403,7 +404,7 @@ def _per_example_norms(leaves: list[jax.Array]) -> jax.Array:
         root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
         return jnp.where(_is_normal(sq), _sqrt_normal(sq), _pick(usable, root, m, sq))
 
-    return jax.lax.cond(jnp.all(_is_normal(sq)), jnp.sqrt, rescaled, sq)
+    return _cond(jnp.all(_is_normal(sq)), jnp.sqrt, rescaled, sq)
 
 
 def _clipped_sum(g: jax.Array, multipliers: jax.Array) -> jax.Array:
