@@ -33,6 +33,7 @@ from gradtx.optimizers.adam_variants import *
 from gradtx.optimizers.classic import *
 from gradtx.optimizers.full_batch import *
 from gradtx.optimizers.layerwise_and_sign import *
+from gradtx.optimizers.muon import *
 from gradtx.param_updates import *
 from gradtx.partition import *
 from gradtx.safe_math import *
@@ -47,6 +48,7 @@ from gradtx.transforms.factored import *
 from gradtx.transforms.layerwise import *
 from gradtx.transforms.modifiers import *
 from gradtx.transforms.momentum import *
+from gradtx.transforms.muon import *
 from gradtx.transforms.noise import *
 from gradtx.transforms.optimistic import *
 from gradtx.transforms.plateau import *

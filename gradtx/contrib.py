@@ -8,6 +8,7 @@ of optax.contrib is planned, see the README's table of what is not in gradtx).
 from __future__ import annotations
 
 from gradtx.optimizers.layerwise_and_sign import dog
+from gradtx.optimizers.muon import muon, normuon
 from gradtx.transforms.adam_relatives_2024 import (
     ScaleByAdemamixState,
     ScaleBySimplifiedAdEMAMixState,
@@ -27,6 +28,13 @@ from gradtx.transforms.modifiers import (
     normalize,
     sam,
 )
+from gradtx.transforms.muon import (
+    MuonDimensionNumbers,
+    MuonState,
+    NorMuonState,
+    scale_by_muon,
+    scale_by_normuon,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradtx.transforms.schedule_free import (
     ScheduleFreeState,
@@ -40,6 +48,9 @@ from gradtx.transforms.step_size_free import DoGState
 __all__ = [
     "DifferentiallyPrivateAggregateState",
     "DoGState",
+    "MuonDimensionNumbers",
+    "MuonState",
+    "NorMuonState",
     "NormalizeState",
     "ReduceLROnPlateauState",
     "SAMState",
@@ -51,11 +62,15 @@ __all__ = [
     "differentially_private_aggregate",
     "dog",
     "dpsgd",
+    "muon",
+    "normuon",
     "normalize",
     "reduce_on_plateau",
     "sam",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_muon",
+    "scale_by_normuon",
     "scale_by_simplified_ademamix",
     "schedule_free",
     "schedule_free_adamw",

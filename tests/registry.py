@@ -434,4 +434,14 @@ CASES += [
     ),
 ]
 
+# Muon and NorMuon orthogonalise the momentum of each matrix (vectors go to AdamW in muon, and
+# pass through the building blocks).
+CASES += [
+    Case("muon", lambda lr: gradtx.muon(lr), conv_lr=1e-3, steps=20000, adaptive=True),
+    Case("normuon", lambda lr: gradtx.normuon(lr), conv_lr=1e-3, steps=20000, adaptive=True),
+    Case("scale_by_muon", _then_lr(gradtx.scale_by_muon()), converges=False, adaptive=True),
+    Case("scale_by_normuon", _then_lr(gradtx.scale_by_normuon()), converges=False, adaptive=True),
+    Case("scale_by_shape", _then_lr(gradtx.scale_by_shape()), converges=False),
+]
+
 BY_NAME = {c.name: c for c in CASES}

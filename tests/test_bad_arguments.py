@@ -39,6 +39,7 @@ MODULES = [
     "optimizers.classic",
     "optimizers.full_batch",
     "optimizers.layerwise_and_sign",
+    "optimizers.muon",
     "partition",
     "safety",
     "schedules",
@@ -51,6 +52,7 @@ MODULES = [
     "transforms.layerwise",
     "transforms.modifiers",
     "transforms.momentum",
+    "transforms.muon",
     "transforms.noise",
     "transforms.optimistic",
     "transforms.plateau",
@@ -195,6 +197,7 @@ KIND_BY_NAME = {
     "decay_offset": "count",
     "step_offset": "count",
     "max_linesearch_steps": "count",
+    "ns_steps": "count",
     "clip_threshold": "positive",
     "l2_norm_clip": "nonneg",
     "noise_multiplier": "nonneg",
@@ -256,6 +259,10 @@ SKIP_FUNCTIONS = {
     "schedule_free_eval_params",
     "stochastic_round",
     "apply_updates_stochastic",
+    # applied to matrices and trees, not constructors (their options are checked when called)
+    "orthogonalize_via_newton_schulz",
+    "muon_dimension_numbers",
+    "polar_express_coeffs",
     # a parameter-group spec for param_groups, not a transform (param_groups checks it)
     "group",
 }
@@ -311,11 +318,13 @@ def _valid_kwargs(fn):
 
 def _bad_values(kind):
     either = (TypeError, ValueError)
+    # a count given a non-integer float is of the wrong type as much as out of range
+    not_finite = either if kind == "count" else ValueError
     vals = [
         ("text", "0.1", either),
         ("list", [0.1], either),
-        ("nan", math.nan, ValueError),
-        ("inf", math.inf, ValueError),
+        ("nan", math.nan, not_finite),
+        ("inf", math.inf, not_finite),
     ]
     if kind in ("unit", "nonneg", "positive", "count"):
         vals.append(("negative", -0.5 if kind != "count" else -1, ValueError))

@@ -228,6 +228,11 @@ REFUSED = {
     "lbfgs_no_linesearch",
     "cautious_adamw",  # rescales per array
     "sam",  # opaque mode hands the params to grad_fn
+    "muon",  # orthogonalisation needs each matrix's shape
+    "normuon",
+    "scale_by_muon",
+    "scale_by_normuon",
+    "scale_by_shape",
     # wrappers and blocks flat does not know to act element by element
     "clip_and_friends",  # zero_nans
     "adaptive_grad_clip",
