@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gradtx.optimizers.layerwise_and_sign import dog
 from gradtx.optimizers.muon import muon, normuon
+from gradtx.transforms.adam_relatives_2021 import MadgradState, madgrad, scale_by_madgrad
 from gradtx.transforms.adam_relatives_2024 import (
     ScaleByAdemamixState,
     ScaleBySimplifiedAdEMAMixState,
@@ -48,6 +49,7 @@ from gradtx.transforms.step_size_free import DoGState
 __all__ = [
     "DifferentiallyPrivateAggregateState",
     "DoGState",
+    "MadgradState",
     "MuonDimensionNumbers",
     "MuonState",
     "NorMuonState",
@@ -62,6 +64,7 @@ __all__ = [
     "differentially_private_aggregate",
     "dog",
     "dpsgd",
+    "madgrad",
     "muon",
     "normuon",
     "normalize",
@@ -69,6 +72,7 @@ __all__ = [
     "sam",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_madgrad",
     "scale_by_muon",
     "scale_by_normuon",
     "scale_by_simplified_ademamix",

@@ -547,6 +547,8 @@ def _check_state_structure(tx: Any, updates: Any, state: Any, params: Any) -> No
     if state_def == jax.tree_util.tree_structure(expected):
         _remember_state(tx_def, state_def)
         return
+    if not jax.tree_util.tree_leaves(expected) and not jax.tree_util.tree_leaves(state):
+        return  # a stateless transform ignores its state: () or optax's EmptyState will do
     diff = tree_lib.first_difference(state, expected, names=("state", "state init builds"))
     if diff is None:
         return

@@ -43,6 +43,7 @@ MODULES = [
     "partition",
     "safety",
     "schedules",
+    "transforms.adam_relatives_2021",
     "transforms.adam_relatives_2024",
     "transforms.adam_variants",
     "transforms.adaptive",

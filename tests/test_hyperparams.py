@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _digits import digits, init_mlp, logits, loss
 from conftest import count_compilations, random_problem
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from test_schedules import np_cosine_decay, np_exponential, np_linear, np_warmup_cosine
 
 import gradtx
@@ -27,34 +26,6 @@ LR = dict(init_value=0.0, peak_value=5e-3, warmup_steps=30, decay_steps=STEPS, e
 WD = dict(init_value=1e-3, decay_steps=STEPS, alpha=0.1)
 
 
-def _digits():
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-3
-    return (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te
-
-
-def _init_mlp(key, sizes=(64, 64, 10)):
-    glorot = jax.nn.initializers.glorot_normal()
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": glorot(k, (a, b), jnp.float32), "b": jnp.zeros(b, jnp.float32)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
-def _logits(params, x):
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def _loss(params, x, y):
-    logp = jax.nn.log_softmax(_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-
 @jax.jit
 def _train(opt, params, state, xb, yb):
     """Scan over mini-batches; record the hyperparameters in force at each step."""
@@ -62,7 +33,7 @@ def _train(opt, params, state, xb, yb):
     def step(carry, batch):
         params, state = carry
         h = gradtx.hyperparams(opt, state)
-        grads = jax.grad(_loss)(params, *batch)
+        grads = jax.grad(loss)(params, *batch)
         updates, state = opt.update(grads, state, params)
         return (gradtx.apply_updates(params, updates), state), h
 
@@ -78,17 +49,17 @@ def _batches(x, y, steps, seed=0):
 
 
 def test_digits_mlp_with_scheduled_lr_and_weight_decay():
-    x_tr, y_tr, x_te, y_te = _digits()
+    x_tr, y_tr, x_te, y_te = digits()
     opt = gradtx.adamw(
         learning_rate=gradtx.warmup_cosine_decay_schedule(**LR),
         weight_decay=gradtx.cosine_decay_schedule(**WD),
     )
-    params = _init_mlp(jax.random.PRNGKey(0))
+    params = init_mlp(jax.random.PRNGKey(0))
     state = opt.init(params)
     xb, yb = _batches(x_tr, y_tr, STEPS)
     params, state, hs = _train(opt, params, state, xb, yb)
 
-    acc = float(jnp.mean(jnp.argmax(_logits(params, x_te), -1) == y_te))
+    acc = float(jnp.mean(jnp.argmax(logits(params, x_te), -1) == y_te))
     assert acc >= 0.9, acc
 
     # hyperparams reported the scheduled values step by step (the value used at step t).

@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _digits import digits, init_mlp, logits, loss
 from _stepping import assert_trees_close, run_library, run_numpy
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import gradtx
 from gradtx.transforms.modifiers import (
@@ -842,34 +841,6 @@ def test_abstract_init_and_low_precision_params(name, dtype):
 # Digits.
 
 
-def _digits():
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-3
-    return (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te
-
-
-def _init_mlp(key, sizes=(64, 128, 10)):
-    glorot = jax.nn.initializers.glorot_normal()
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": glorot(k, (a, b), jnp.float32), "b": jnp.zeros(b, jnp.float32)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
-def _logits(params, x):
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def _loss(params, x, y):
-    logp = jax.nn.log_softmax(_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-
 DIGITS = {
     # name: (optimizer with its documented defaults and a chosen learning rate, opaque SAM)
     "cautious_adamw": (lambda: cautious(gradtx.adamw(2e-3)), False),
@@ -887,7 +858,7 @@ DIGITS = {
 def test_digits_mlp_reaches_95_percent(name):
     make, opaque = DIGITS[name]
     opt = make()
-    x_tr, y_tr, x_te, y_te = _digits()
+    x_tr, y_tr, x_te, y_te = digits()
     steps, batch = 400, 64
     rng = np.random.default_rng(0)
     idx = np.concatenate(
@@ -899,14 +870,14 @@ def test_digits_mlp_reaches_95_percent(name):
     def train(params, xb, yb):
         def step(carry, b):
             params, state = carry
-            grads = jax.grad(_loss)(params, *b)
-            extra = {"grad_fn": lambda p, i: jax.grad(_loss)(p, *b)} if opaque else {}
+            grads = jax.grad(loss)(params, *b)
+            extra = {"grad_fn": lambda p, i: jax.grad(loss)(p, *b)} if opaque else {}
             updates, state = opt.update(grads, state, params, **extra)
             return (gradtx.apply_updates(params, updates), state), None
 
         (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))
         return params
 
-    params = train(_init_mlp(jax.random.PRNGKey(0)), x_tr[idx], y_tr[idx])
-    acc = float(jnp.mean(jnp.argmax(_logits(params, x_te), -1) == y_te))
+    params = train(init_mlp(jax.random.PRNGKey(0), (64, 128, 10)), x_tr[idx], y_tr[idx])
+    acc = float(jnp.mean(jnp.argmax(logits(params, x_te), -1) == y_te))
     assert acc >= 0.95, (name, acc)

@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _digits import digits, init_mlp, logits, loss
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, count_compilations, random_problem
 from optax import contrib
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import gradtx
 from gradtx.optimizers.muon import muon, normuon
@@ -836,49 +835,27 @@ def test_bad_arguments_name_the_function_and_argument():
 # The digits MLP.
 
 
-def _digits():
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-3
-    return (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te
-
-
-def _predict(params, x):
-    for w, b in params[:-1]:
-        x = jax.nn.relu(x @ w + b)
-    w, b = params[-1]
-    return x @ w + b
-
-
-def _loss(params, x, y):
-    logits = _predict(params, x)
-    return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(y, 10), axis=-1))
-
-
 @pytest.mark.parametrize("name,make,lr", [("muon", muon, 0.01), ("normuon", normuon, 0.005)])
 def test_digits_mlp_reaches_95_percent(name, make, lr):
-    x_tr, y_tr, x_te, y_te = _digits()
+    x_tr, y_tr, x_te, y_te = digits()
     epochs, batch = 15, 64
     n = len(x_tr) // batch
     rng = np.random.default_rng(0)
     perms = np.stack([rng.permutation(len(x_tr))[: n * batch] for _ in range(epochs)])
     xb = jnp.asarray(x_tr[perms].reshape(epochs * n, batch, -1))
     yb = jnp.asarray(y_tr[perms].reshape(epochs * n, batch))
-    glorot = jax.nn.initializers.glorot_normal()
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    params = [(glorot(k1, (64, 128)), jnp.zeros(128)), (glorot(k2, (128, 10)), jnp.zeros(10))]
+    params = init_mlp(jax.random.PRNGKey(0), (64, 128, 10))
     opt = make(lr)
 
     @jax.jit
     def train(params):
         def step(carry, batch):
             p, s = carry
-            u, s = opt.update(jax.grad(_loss)(p, *batch), s, p)
+            u, s = opt.update(jax.grad(loss)(p, *batch), s, p)
             return (gradtx.apply_updates(p, u), s), None
 
         (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))
-        return jnp.mean(jnp.argmax(_predict(p, x_te), axis=-1) == y_te)
+        return jnp.mean(jnp.argmax(logits(p, x_te), axis=-1) == y_te)
 
     acc = float(train(params))
     assert acc >= 0.95, (name, acc)
