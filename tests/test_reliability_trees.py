@@ -360,9 +360,13 @@ def test_state_dtypes_agree_across_lax_cond_branches(case):
             assert jax.tree.structure(s) == jax.tree.structure(state), where
 
 
-# Schedule-free methods return x_{t+1} − x_t, a difference of parameters, in the parameters'
-# dtype (as optax's do); every other update has the gradient's dtype.
-_PARAMETER_DIFFERENCES = {c.name for c in CASES if c.name.startswith("schedule_free")}
+# Schedule-free methods and MoMo (whose weight decay divides the whole new point) return
+# x_{t+1} − x_t, a difference of parameters, in the parameters' dtype (as optax's do); every
+# other update has the gradient's dtype.
+_PARAMETER_DIFFERENCES = {c.name for c in CASES if c.name.startswith("schedule_free")} | {
+    "momo",
+    "momo_adam",
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
