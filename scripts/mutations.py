@@ -90,8 +90,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "adam_second_moment_uses_b1",
         "transforms/adaptive.py",
-        'v = tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"])',
-        'v = tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b1"], k["1-b1"])',
+        'v = _saturate(tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b2"], k["1-b2"]))',
+        'v = _saturate(tree_lib.ema_leaf(tree_lib.abs_sq(g), v, k["b1"], k["1-b1"]))',
         Run(FORMULAS, "adam"),
     ),
     M(
@@ -120,8 +120,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "amsgrad_min_instead_of_max",
         "transforms/adaptive.py",
-        "lambda a, b: None if a is None else jnp.maximum(a, b).astype(a.dtype),",
-        "lambda a, b: None if a is None else jnp.minimum(a, b).astype(a.dtype),",
+        "lambda a, b: None if a is None else _saturate(jnp.maximum(a, b).astype(a.dtype)),",
+        "lambda a, b: None if a is None else _saturate(jnp.minimum(a, b).astype(a.dtype)),",
         Run(FORMULAS, "amsgrad"),
     ),
     M(
@@ -142,8 +142,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "stddev_adds_squared_mean",
         "transforms/adaptive.py",
-        "n - tree_lib.abs_sq(m).astype(n.dtype)",
-        "n + tree_lib.abs_sq(m).astype(n.dtype)",
+        "var = n - _saturate(tree_lib.abs_sq(m).astype(n.dtype))",
+        "var = n + _saturate(tree_lib.abs_sq(m).astype(n.dtype))",
         Run(FORMULAS, "centered"),
     ),
     M(
@@ -163,8 +163,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "adadelta_update_ema_of_gradient",
         "transforms/adaptive.py",
-        "e_x = tree_lib.update_moment_per_elem_norm(out, state.e_x, rho, 2)",
-        "e_x = tree_lib.update_moment_per_elem_norm(updates, state.e_x, rho, 2)",
+        "e_x = _saturate_tree(tree_lib.update_moment_per_elem_norm(out, state.e_x, rho, 2))",
+        "e_x = _saturate_tree(tree_lib.update_moment_per_elem_norm(updates, state.e_x, rho, 2))",
         Run(FORMULAS, "adadelta"),
     ),
     M(
@@ -223,8 +223,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "adafactor_rho_t_plus_1",
         "optimizers/adam_variants.py",
-        "t = jnp.asarray(count + 1, jnp.result_type(float))",
-        "t = jnp.asarray(count + 2, jnp.result_type(float))",
+        "t = jnp.asarray(count, jnp.result_type(float)) + 1",
+        "t = jnp.asarray(count, jnp.result_type(float)) + 2",
         Run(HOLES),
         Run(FACTORED, "adafactor"),
     ),
@@ -238,8 +238,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "factored_row_not_normalised",
         "transforms/factored.py",
-        "jax.lax.rsqrt(v_row / row_mean)",
-        "jax.lax.rsqrt(v_row)",
+        "row_factor = jnp.expand_dims(jax.lax.rsqrt(ratio), large)",
+        "row_factor = jnp.expand_dims(jax.lax.rsqrt(v_row), large)",
         Run(FACTORED, "adafactor or factored"),
     ),
     M(
@@ -259,8 +259,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "param_block_rms_clamp_dropped",
         "transforms/layerwise.py",
-        "s = jnp.maximum(jnp.sqrt(ms), self.min_scale)",
-        "s = jnp.sqrt(ms)",
+        "s = jnp.maximum(r, self.min_scale)",
+        "s = r",
         Run(FACTORED, "adafactor"),
         Run(LAYERSIGN, "block_scalings or building_block"),
     ),
@@ -297,15 +297,15 @@ MUTATIONS: list[Mutation] = [
     M(
         "lars_weight_decay_sign",
         "transforms/layerwise.py",
-        "d = g + beta * w",
-        "d = g - beta * w",
+        "ds = [g + beta * w for g, w, beta",
+        "ds = [g - beta * w for g, w, beta",
         Run(LAYERSIGN, "lars"),
     ),
     M(
         "lars_denominator_drops_beta",
         "transforms/layerwise.py",
-        "den = _block_norm(g, cd) + beta * w_norm",
-        "den = _block_norm(g, cd) + w_norm",
+        "else other_norm + beta * w_norm",
+        "else other_norm + w_norm",
         Run(LAYERSIGN, "lars"),
     ),
     M(
@@ -334,15 +334,15 @@ MUTATIONS: list[Mutation] = [
     M(
         "dog_distance_not_running_max",
         "transforms/step_size_free.py",
-        "return jnp.maximum(d, _norm(delta).astype(d.dtype))",
-        "return _norm(delta).astype(d.dtype)",
+        "lambda d, n: None if d is None else jnp.maximum(d, n.astype(d.dtype)),",
+        "lambda d, n: None if d is None else n.astype(d.dtype),",
         Run(SSF, "distance_over_gradients"),
     ),
     M(
         "dog_eps_outside_sqrt",
         "transforms/step_size_free.py",
-        "den = jnp.sqrt(s + self.eps)",
-        "den = jnp.sqrt(s) + self.eps",
+        "den = jnp.maximum(jnp.sqrt(s + self.eps), g_norm.astype(s.dtype))",
+        "den = jnp.maximum(jnp.sqrt(s) + self.eps, g_norm.astype(s.dtype))",
         Run("tests/test_formula_holes.py", "dog_puts_eps"),
         Run(SSF, "distance_over_gradients"),
     ),
@@ -405,8 +405,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "clip_by_block_rms_always_rescales",
         "transforms/clipping.py",
-        "jnp.maximum(1.0, rms / self.threshold)",
-        "(rms / self.threshold)",
+        "jnp.maximum(1.0, r / self.threshold)",
+        "(r / self.threshold)",
         Run(HOLES),
         Run(PARITY, "clip_by_block_rms"),
     ),
@@ -421,8 +421,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "agc_param_norm_floor_dropped",
         "transforms/clipping.py",
-        "max_norm = self.clipping * jnp.maximum(p_norm, self.eps)",
-        "max_norm = self.clipping * p_norm",
+        "max_norm = self.clipping * jnp.maximum(p_norm.astype(g_norm.dtype), self.eps)",
+        "max_norm = self.clipping * p_norm.astype(g_norm.dtype)",
         Run(EXTRAS, "adaptive_grad_clip"),
     ),
     M(
@@ -717,8 +717,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "tree_bias_correction_t_plus_1",
         "tree.py",
-        "corr = 1 - jnp.asarray(decay) ** jnp.asarray(count)",
-        "corr = 1 - jnp.asarray(decay) ** (jnp.asarray(count) + 1)",
+        "corr = numerics.bias_correction_scalar(decay, count)",
+        "corr = numerics.bias_correction_scalar(decay, count + 1)",
         Run(T + "test_tree_namespace.py", "bias_correction"),
     ),
     # -- losses (losses/*.py) ----------------------------------------------------------------
