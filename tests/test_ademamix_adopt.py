@@ -484,18 +484,6 @@ def test_mu_dtype_applies_to_both_emas_not_to_nu():
     assert state.mu["w"].dtype == jnp.bfloat16 and state.nu["w"].dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_init_on_shape_dtype_structs(name):
-    opt = OPTIMIZERS[name]()
-    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3, jnp.bfloat16)}
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    got = jax.eval_shape(opt.init, abstract)
-    want = opt.init(params)
-    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
-        assert (a.shape, a.dtype) == (b.shape, b.dtype)
-
-
 def test_simplified_state_names_are_optax_s():
     state = scale_by_simplified_ademamix().init({"w": jnp.ones(2)})
     assert isinstance(state, ScaleBySimplifiedAdEMAMixState)

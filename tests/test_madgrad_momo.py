@@ -173,18 +173,6 @@ def test_low_precision_params_keep_their_dtypes(name, dtype):
     assert _moved(params, {"w": jnp.linspace(-1, 1, 6).reshape(2, 3), "b": jnp.zeros(3)}) > 0
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_init_on_shape_dtype_structs(name):
-    opt = OPTIMIZERS[name]()
-    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3, jnp.bfloat16)}
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    got = jax.eval_shape(opt.init, abstract)
-    want = opt.init(params)
-    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
-        assert (a.shape, a.dtype) == (b.shape, b.dtype)
-
-
 def test_madgrad_learning_rate_is_a_leaf_vmap_and_grad():
     params = jnp.array([1.0, -2.0])
     g = jnp.array([0.5, 1.5])

@@ -239,3 +239,17 @@ def test_scheduled_learning_rate_compiles_once(case):
     assert c["n"] == 0, f"{case.name}: recompiled for a new schedule"
     lrs = {k: v for k, v in gradtx.hyperparams(other, state).items() if "learning_rate" in k}
     assert lrs, f"{case.name}: hyperparams does not report the learning rate"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_abstract_init_matches_init(case):
+    # init from jax.ShapeDtypeStruct (jax.eval_shape): the state's structure, shapes and dtypes
+    # without materialising anything, for mixed float32/bfloat16 parameters
+    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3, jnp.bfloat16)}
+    opt = case.make(case.lr)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    got = jax.eval_shape(opt.init, abstract)
+    want = opt.init(params)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert (a.shape, a.dtype) == (b.shape, jnp.asarray(b).dtype), case.name
