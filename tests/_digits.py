@@ -3,11 +3,16 @@ standardised, a 75/25 stratified split, and a ReLU MLP with cross-entropy loss."
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+import gradtx
 
 
 def digits():
@@ -42,3 +47,34 @@ def loss(params, x, y):
 
 def accuracy(params, x, y) -> float:
     return float(jnp.mean(jnp.argmax(logits(params, x), -1) == y))
+
+
+def demo_accuracy(opt, *, epochs=40, batch=64, seed=0, pass_value=False, eval_params=None):
+    """Train ``make demo``'s own MLP (examples/digits_mlp.py: its data, model and loss) with
+    ``opt`` for ``epochs`` of shuffled mini-batches in one jitted ``lax.scan``; return its test
+    accuracy. ``pass_value`` gives ``update`` the batch loss as ``value=`` (MoMo, Polyak);
+    ``eval_params(state, params)`` picks the parameters to evaluate (Schedule-Free)."""
+    path = Path(__file__).parents[1] / "examples" / "digits_mlp.py"
+    spec = importlib.util.spec_from_file_location("digits_mlp", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    x_train, y_train, x_test, y_test = demo.load_data(seed)
+    params = demo.init_mlp(jax.random.PRNGKey(seed))
+    rng = np.random.default_rng(seed)
+    n = len(x_train) // batch
+    order = np.concatenate([rng.permutation(len(x_train))[: n * batch] for _ in range(epochs)])
+    xb = jnp.asarray(x_train[order].reshape(epochs * n, batch, -1))
+    yb = jnp.asarray(y_train[order].reshape(epochs * n, batch))
+
+    @jax.jit
+    def train(params):
+        def step(carry, b):
+            p, s = carry
+            value, g = jax.value_and_grad(demo.loss_fn)(p, *b)
+            u, s = opt.update(g, s, p, **({"value": value} if pass_value else {}))
+            return (gradtx.apply_updates(p, u), s), None
+
+        (p, s), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))
+        return eval_params(s, p) if eval_params is not None else p
+
+    return float(demo.accuracy(train(params), x_test, y_test))

@@ -13,15 +13,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _digits import demo_accuracy
 from _stepping import assert_trees_close, run_library, run_numpy
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
@@ -545,8 +544,6 @@ def test_bad_arguments_are_named(build, error, message):
 # documented defaults reaches 95% test accuracy at the learning rate chosen here. 40 epochs of
 # 64-example batches, the whole run in one jitted lax.scan.
 
-_DEMO = Path(__file__).parents[1] / "examples" / "digits_mlp.py"
-
 DIGITS = {
     "schedule_free_adamw": (lambda: schedule_free_adamw(1e-2), True),
     "ademamix": (lambda: ademamix(2e-3), False),
@@ -555,36 +552,8 @@ DIGITS = {
 }
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("digits_mlp", _DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
-
-
 @pytest.mark.parametrize("name", sorted(DIGITS))
-def test_digits_mlp_reaches_95_percent(name, epochs=40, batch=64, seed=0):
-    demo = _demo()
+def test_digits_mlp_reaches_95_percent(name):
     make, schedule_free = DIGITS[name]
-    opt = make()
-    x_train, y_train, x_test, y_test = demo.load_data(seed)
-    params = demo.init_mlp(jax.random.PRNGKey(seed))
-    rng = np.random.default_rng(seed)
-    n = len(x_train) // batch
-    order = np.concatenate([rng.permutation(len(x_train))[: n * batch] for _ in range(epochs)])
-    xb = jnp.asarray(x_train[order].reshape(epochs * n, batch, -1))
-    yb = jnp.asarray(y_train[order].reshape(epochs * n, batch))
-
-    @jax.jit
-    def train(params, xb, yb):
-        def step(carry, batch):
-            p, s = carry
-            g = jax.grad(demo.loss_fn)(p, *batch)
-            u, s = opt.update(g, s, p)
-            return (gradtx.apply_updates(p, u), s), None
-
-        (p, s), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))
-        return schedule_free_eval_params(s, p) if schedule_free else p
-
-    acc = float(demo.accuracy(train(params, xb, yb), x_test, y_test))
+    acc = demo_accuracy(make(), eval_params=schedule_free_eval_params if schedule_free else None)
     assert acc >= 0.95, (name, acc)

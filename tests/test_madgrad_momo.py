@@ -18,14 +18,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _digits import demo_accuracy
 from _stepping import assert_trees_close, loss_value, run_library, run_numpy
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
@@ -418,8 +416,6 @@ def test_momo_zero_direction_takes_no_step():
 # method's documented defaults at the learning rate chosen here: 40 epochs of 64-example
 # batches, the whole run in one jitted lax.scan.
 
-_DEMO = Path(__file__).parents[1] / "examples" / "digits_mlp.py"
-
 DIGITS = {
     "madgrad": lambda: madgrad(1e-2),
     "momo": lambda: momo(),
@@ -427,35 +423,7 @@ DIGITS = {
 }
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("digits_mlp", _DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
-
-
 @pytest.mark.parametrize("name", sorted(DIGITS))
-def test_digits_mlp_reaches_95_percent(name, epochs=40, batch=64, seed=0):
-    demo = _demo()
-    opt = DIGITS[name]()
-    x_train, y_train, x_test, y_test = demo.load_data(seed)
-    params = demo.init_mlp(jax.random.PRNGKey(seed))
-    rng = np.random.default_rng(seed)
-    n = len(x_train) // batch
-    order = np.concatenate([rng.permutation(len(x_train))[: n * batch] for _ in range(epochs)])
-    xb = jnp.asarray(x_train[order].reshape(epochs * n, batch, -1))
-    yb = jnp.asarray(y_train[order].reshape(epochs * n, batch))
-
-    @jax.jit
-    def train(params, xb, yb):
-        def step(carry, batch):
-            p, s = carry
-            value, g = jax.value_and_grad(demo.loss_fn)(p, *batch)
-            u, s = opt.update(g, s, p, value=value)
-            return (gradtx.apply_updates(p, u), s), None
-
-        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))
-        return p
-
-    acc = float(demo.accuracy(train(params, xb, yb), x_test, y_test))
+def test_digits_mlp_reaches_95_percent(name):
+    acc = demo_accuracy(DIGITS[name](), pass_value=True)
     assert acc >= 0.95, (name, acc)

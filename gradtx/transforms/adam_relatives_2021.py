@@ -443,8 +443,8 @@ class momo_adam(GradientTransformation):
         b1 = jnp.asarray(self.b1, dt)
         b2 = jnp.asarray(self.b2, dt)
         k1 = state.count.astype(dt) + 1
-        rho1 = 1 - b1**k1
-        rho2 = 1 - b2**k1
+        rho1 = tree_lib.bias_correction_scalar(b1, k1, dt)  # 1 − β1^(k+1)
+        rho2 = tree_lib.bias_correction_scalar(b2, k1, dt)
 
         def leaf(g, d, v):
             if g is None:
