@@ -9,7 +9,8 @@ so the checkout's own ``gradtx`` is not imported). A mutation is *killed* when a
 or ambiguous, or when a run fails for another reason (no tests selected, a usage error).
 
 Options: ``--list`` (check the snippets and print the mutations), ``--only NAME...``,
-``--jobs N`` (mutations run in parallel, default 2).
+``--jobs N`` (mutations run in parallel, default 2), ``--extra FILE`` (run the ``MUTATIONS`` list
+of another file instead, e.g. a draft list for a new module before it joins ``mutations.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ PACKAGE = ROOT / "gradtx"
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--no-header"]
 
 
-def _load_mutations() -> list:
-    spec = importlib.util.spec_from_file_location("_mutations", ROOT / "scripts" / "mutations.py")
+def _load_mutations(path: pathlib.Path | None = None) -> list:
+    sys.path.insert(0, str(ROOT / "scripts"))  # so a draft list can ``from mutations import M``
+    spec = importlib.util.spec_from_file_location(
+        "_mutations", path or ROOT / "scripts" / "mutations.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["_mutations"] = module  # NamedTuple needs the module importable by name
     spec.loader.exec_module(module)
@@ -136,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
     parser.add_argument("--list", action="store_true", help="check snippets and list mutations")
     parser.add_argument("--jobs", type=int, default=2, help="mutations run in parallel")
+    parser.add_argument("--extra", type=pathlib.Path, help="run the MUTATIONS of this file")
     args = parser.parse_args(argv)
 
-    mutations = _load_mutations()
+    mutations = _load_mutations(args.extra)
     problems = check_snippets(mutations)
     if problems:
         print("mutation.py: the mutations do not fit the code any more:", file=sys.stderr)
