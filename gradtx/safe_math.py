@@ -163,7 +163,10 @@ def _saturate(x: Any) -> Any:
     if x is None:
         return None
     x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    return lax.min(x, np.asarray(jnp.finfo(x.dtype).max, x.dtype))
+    # A select rather than ``lax.min``: XLA:CPU duplicates a ``minimum`` into every consumer of
+    # the new moment and copies the donated buffer (Adam on 16M floats ran 2.8x slower); the
+    # select fuses like the plain update.
+    return jnp.where(x == jnp.inf, np.asarray(jnp.finfo(x.dtype).max, x.dtype), x)
 
 
 def _saturate_tree(tree: Any) -> Any:
@@ -319,17 +322,23 @@ def _global_norms(*trees: Any) -> list[jax.Array]:
 
 def _scaled_global(leaves: list[Any], sq: jax.Array) -> jax.Array:
     """``‖vec(leaves)‖`` as ``m ‖vec(leaves)/m‖`` with ``m`` the largest ``|x|`` of them all;
-    ``sq`` is the plain sum of squares (see :func:`_pick`)."""
-    xs = [numerics.cast(x, _wide(x, sq.dtype)) for x in map(numerics.as_array, leaves)]
+    ``sq`` is the plain sum of squares (see :func:`_pick`).
+
+    The magnitudes of all leaves are joined into one vector first, so this rarely taken branch
+    adds three reductions to the program whatever the number of leaves (one per leaf doubled
+    the XLA compile time of ``clip_by_global_norm`` on 1,000 leaves).
+    """
+    xs = [numerics.as_array(x) for x in leaves]
     xs = [x for x in xs if x.size]
     if not xs:
         return jnp.sqrt(sq)
-    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)).astype(sq.dtype) for x in xs])
+    mags = jnp.concatenate(
+        [jnp.ravel(jnp.abs(numerics.cast(x, _wide(x, sq.dtype)))).astype(sq.dtype) for x in xs]
+    )
+    m = jnp.max(mags)
     usable = (m > 0) & jnp.isfinite(m)
     down, up = _scales(m, usable)
-    s = functools.reduce(
-        operator.add, [jnp.sum(numerics.abs_sq(_times(x, down))).astype(sq.dtype) for x in xs]
-    )
+    s = jnp.sum(jnp.square(_times(mags, down)))
     root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
     return _pick(usable, root, m, sq)
 
