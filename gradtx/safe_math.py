@@ -332,8 +332,14 @@ def _scaled_global(leaves: list[Any], sq: jax.Array) -> jax.Array:
     xs = [x for x in xs if x.size]
     if not xs:
         return jnp.sqrt(sq)
+    groups: dict[Any, list[jax.Array]] = {}  # one vector per dtype: a reshape per leaf, no more
+    for x in xs:
+        groups.setdefault(x.dtype, []).append(jnp.ravel(x))
     mags = jnp.concatenate(
-        [jnp.ravel(jnp.abs(numerics.cast(x, _wide(x, sq.dtype)))).astype(sq.dtype) for x in xs]
+        [
+            jnp.abs(numerics.cast(jnp.concatenate(g), _wide(g[0], sq.dtype))).astype(sq.dtype)
+            for g in groups.values()
+        ]
     )
     m = jnp.max(mags)
     usable = (m > 0) & jnp.isfinite(m)
