@@ -13,6 +13,10 @@
   the step size (the cap ``α``, the Polyak-type step and the zero step when the model is below
   ``f*``), with weight decay in the paper's exact model step; float32 runs match optax.contrib
   without weight decay and differ from it with (optax divides only ``x`` by ``1 + αλ``);
+- MoMo* (``adapt_lower_bound=True``, the paper's online estimate of ``f*``, as in the authors'
+  ``use_fstar``): a float64 reference for both methods at rtol 1e-8 through every branch of
+  the reset and the update of the estimate; float32 runs match optax.contrib; a step by hand;
+  the signatures are optax.contrib's;
 - the digits MLP reaches 95% test accuracy with each method (MoMo given the minibatch loss).
 """
 
@@ -412,6 +416,151 @@ def test_momo_zero_direction_takes_no_step():
 
 
 # ----------------------------------------------------------------------------------------------
+# MoMo* (``adapt_lower_bound=True``): the online estimate of f* of Schaipp et al. (arXiv
+# 2305.07583, the MoMo* section) as in the authors' code (github.com/fabian-sp/MoMo, use_fstar):
+# before the step the estimate is reset to half the model's value at x_k when it lies above it
+# (never below the floor f*_0 = lower_bound); after the step it becomes the model's value at
+# x_{k+1} along the step, h_k − τ_k ‖d_k‖²_{D⁻¹}/2 (floored at f*_0). For MoMo-Adam the model
+# uses the bias-corrected averages, hence the ρ1 factors.
+
+
+def _momo_star_ref(alpha, beta, f_star, wd, seen, adam=None):
+    """MoMo* (``adam=None``) or MoMo-Adam* (``adam=(b2, eps)``, ``beta`` is b1)."""
+
+    def init(xs):
+        z = [np.zeros_like(x) for x in xs]
+        return {"d": z, "v": list(z), "fbar": 0.0, "gamma": 0.0, "lb": f_star}
+
+    def step(xs, gs, st, k, f):
+        if adam is None:  # Algorithm 1, lines 3-5 (the averages start at the first values)
+            b, rho = (0.0 if k == 0 else beta), 1.0
+            st["d"] = [(1 - b) * g + b * d for g, d in zip(gs, st["d"], strict=True)]
+            D = [np.ones_like(x) for x in xs]
+        else:  # Algorithm 2, lines 3-5
+            b2, eps = adam
+            b, rho = beta, 1 - beta ** (k + 1)
+            st["d"] = [b * d + (1 - b) * g for g, d in zip(gs, st["d"], strict=True)]
+            st["v"] = [b2 * v + (1 - b2) * g * g for g, v in zip(gs, st["v"], strict=True)]
+            D = [eps + np.sqrt(v / (1 - b2 ** (k + 1))) for v in st["v"]]
+        st["fbar"] = (1 - b) * f + b * st["fbar"]
+        st["gamma"] = (1 - b) * _dot(gs, xs) + b * st["gamma"]
+        ip = _dot(st["d"], xs)
+        dn = sum(float(np.sum(d * d / q)) for d, q in zip(st["d"], D, strict=True))
+        dec = 1 + alpha * wd
+        # reset: the (weight-decayed) model value c at x_k below (1+αλ) ρ f*_k
+        c = dec * (st["fbar"] - st["gamma"]) + ip
+        if c < dec * rho * st["lb"]:
+            seen.add("reset_half" if c / (2 * rho * dec) > f_star else "reset_floor")
+            st["lb"] = max(c / (2 * rho * dec), f_star)
+        else:
+            seen.add("keep")
+        # the step size with the (possibly reset) estimate, as in Algorithms 1 and 2
+        num = dec * (st["fbar"] - rho * st["lb"] - st["gamma"]) + ip
+        tau = _branch(num, dn, alpha / rho, seen)
+        # the next estimate: the model's value after the step, h_k − τ ‖d‖²_{D⁻¹} / 2
+        h = (st["fbar"] + ip - st["gamma"] - tau * dn / 2) / rho
+        seen.add("floor" if h < f_star else "model")
+        st["lb"] = max(h, f_star)
+        out = [(x - tau * d / q) / dec for x, d, q in zip(xs, st["d"], D, strict=True)]
+        return out, st
+
+    return init, step
+
+
+MOMO_STAR = {
+    "momo": dict(alpha=0.3, beta=0.9, f_star=1.0, wd=0.0),
+    "momo_decay": dict(alpha=0.3, beta=0.8, f_star=1.0, wd=0.1),
+    "momo_adam": dict(alpha=0.3, beta=0.9, f_star=1.0, wd=0.0, adam=(0.999, 1e-8)),
+    "momo_adam_decay": dict(alpha=0.3, beta=0.8, f_star=1.0, wd=0.1, adam=(0.99, 0.1)),
+}
+
+
+def _momo_star(kw):
+    if "adam" not in kw:
+        return momo(kw["alpha"], kw["beta"], kw["f_star"], kw["wd"], adapt_lower_bound=True)
+    b2, eps = kw["adam"]
+    return momo_adam(kw["alpha"], kw["beta"], b2, eps, kw["f_star"], kw["wd"], True)
+
+
+@pytest.mark.parametrize("name", sorted(MOMO_STAR))
+def test_momo_star_matches_the_online_lower_bound(x64, name):
+    kw = MOMO_STAR[name]
+    params, grad = random_problem(0)
+    ours = run_library(_momo_star(kw), params, grad, STEPS, jnp.float64, value_fn=loss_value)
+    seen = set()
+    init, step = _momo_star_ref(**kw, seen=seen)
+    want = run_numpy(init, step, params, grad, STEPS, value_fn=loss_value)
+    assert_trees_close(ours, want, rtol=1e-8, atol=1e-12)
+    assert _moved(want, params) > 0.1
+    # every branch: the reset (to half the model's value and to the floor) and none, the three
+    # step sizes, the new estimate at the model's value and at the floor
+    every = {"reset_half", "reset_floor", "keep", "cap", "polyak", "zero", "floor", "model"}
+    assert seen == every, seen
+    # without the online estimate the run is another one
+    fixed = momo if "adam" not in kw else momo_adam
+    plain = run_library(fixed(0.3, lower_bound=1.0), params, grad, STEPS, jnp.float64,
+                        value_fn=loss_value)  # fmt: skip
+    assert _moved(plain, want) > 1e-3
+
+
+def test_momo_star_state_follows_the_estimate(x64):
+    # one step from x = (1, 2) on f = ‖x‖² + 3: d = g, f̄ = 8, γ = ⟨g, x⟩ = ⟨d, x⟩ = 10, so the
+    # model's value at x is c = 8. With f*_0 = 5: no reset (8 >= 5), τ = min(1, 3/20) = 0.15,
+    # new estimate 8 − 0.15·20/2 = 6.5. With f*_k = 20 (a stale estimate): reset to
+    # max(8/2, 5) = 5 first, the same step, 6.5.
+    x = jnp.array([1.0, 2.0])
+    value, g = jax.value_and_grad(lambda x: jnp.sum(x**2) + 3.0)(x)
+    opt = momo(lower_bound=5.0, adapt_lower_bound=True)
+    state = opt.init(x)
+    u, s1 = opt.update(g, state, x, value=value)
+    np.testing.assert_allclose(u, -0.15 * np.asarray(g), rtol=1e-12)
+    np.testing.assert_allclose(s1.lb, 6.5, rtol=1e-12)
+    u2, s2 = opt.update(g, state._replace(lb=jnp.asarray(20.0, state.lb.dtype)), x, value=value)
+    np.testing.assert_allclose(u2, u, rtol=1e-12)
+    np.testing.assert_allclose(s2.lb, 6.5, rtol=1e-12)
+    # and the floor: with f*_0 = 9 above the model (8), the reset stays at the floor 9, τ = 0
+    # (no step), and the new estimate, the model's 8, is floored at 9
+    opt = momo(lower_bound=9.0, adapt_lower_bound=True)
+    u3, s3 = opt.update(g, opt.init(x), x, value=value)
+    np.testing.assert_array_equal(u3, np.zeros(2))
+    np.testing.assert_allclose(s3.lb, 9.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(MOMO_OPTAX))
+def test_momo_star_matches_optax(name):
+    ours, theirs = {
+        "momo": (
+            lambda: momo(0.3, 0.9, 1.0, adapt_lower_bound=True),
+            lambda: optax.contrib.momo(0.3, 0.9, 1.0, adapt_lower_bound=True),
+        ),
+        "momo_adam": (
+            lambda: momo_adam(0.3, lower_bound=1.0, adapt_lower_bound=True),
+            lambda: optax.contrib.momo_adam(0.3, lower_bound=1.0, adapt_lower_bound=True),
+        ),
+    }[name]
+    params, grad = random_problem(1)
+    kw = dict(value_fn=loss_value)
+    a = run_library(ours(), params, grad, STEPS, jnp.float32, **kw)
+    b = run_library(theirs(), params, grad, STEPS, jnp.float32, lib="optax", **kw)
+    assert_trees_close(a, b, rtol=F32_ORACLE_RTOL, atol=F32_ORACLE_ATOL)
+    assert _moved(a, params) > 0.1
+
+
+def test_momo_signatures_match_optax():
+    import inspect
+
+    for ours, theirs in ((momo, optax.contrib.momo), (momo_adam, optax.contrib.momo_adam)):
+        po = list(inspect.signature(ours).parameters.values())
+        pt = list(inspect.signature(theirs).parameters.values())
+        assert [p.name for p in po] == [p.name for p in pt]
+        assert [p.default for p in po] == [p.default for p in pt]
+    with pytest.raises(TypeError, match="momo: adapt_lower_bound must be True or False, got 1"):
+        momo(adapt_lower_bound=1)
+    with pytest.raises(TypeError, match="momo_adam: adapt_lower_bound must be True or False"):
+        momo_adam(adapt_lower_bound="yes")
+
+
+# ----------------------------------------------------------------------------------------------
 # The digits MLP (examples/digits_mlp.py's data and model) reaches 95% test accuracy with each
 # method's documented defaults at the learning rate chosen here: 40 epochs of 64-example
 # batches, the whole run in one jitted lax.scan.
@@ -420,6 +569,8 @@ DIGITS = {
     "madgrad": lambda: madgrad(1e-2),
     "momo": lambda: momo(),
     "momo_adam": lambda: momo_adam(),
+    "momo_adapt_lower_bound": lambda: momo(adapt_lower_bound=True),
+    "momo_adam_adapt_lower_bound": lambda: momo_adam(adapt_lower_bound=True),
 }
 
 

@@ -11,6 +11,9 @@ the papers (100 steps, rtol 1e-8 under x64) and against optax where optax has th
   key; a bfloat16 run with bfloat16 state where nearest rounding stalls and it does not;
 - DP-SGD's aggregation against optax (same key, noise included) and NumPy (noise-free), and the
   noise's statistics;
+- split_real_and_imaginary: Adam on complex params as (real, imaginary) pairs against a float64
+  NumPy Adam on the pairs, and against optax.contrib around Adam, Lion and SGD with momentum;
+  extra arguments (MoMo's ``value=``) reach the inner optimizer, real trees pass through;
 - the digits MLP to >= 95% test accuracy with cautious(adamw), mars_adamw and sam.
 """
 
@@ -31,6 +34,8 @@ import gradtx
 from gradtx.transforms.modifiers import (
     DifferentiallyPrivateAggregateState,
     SAMState,
+    SplitRealAndImaginaryArrays,
+    SplitRealAndImaginaryState,
     apply_updates_stochastic,
     cautious,
     differentially_private_aggregate,
@@ -39,6 +44,7 @@ from gradtx.transforms.modifiers import (
     normalize,
     sam,
     scale_by_mars_correction,
+    split_real_and_imaginary,
     stochastic_round,
 )
 
@@ -803,6 +809,7 @@ OPTIMIZERS = {
     "cautious_adamw": lambda: cautious(gradtx.adamw(1e-3)),
     "mars_adamw": lambda: mars_adamw(1e-3),
     "sam": lambda: sam(gradtx.adam(1e-3), gradtx.chain(normalize(), gradtx.sgd(0.05))),
+    "split_real_and_imaginary": lambda: split_real_and_imaginary(gradtx.adam(1e-3)),
 }
 
 
@@ -835,6 +842,147 @@ def test_abstract_init_and_low_precision_params(name, dtype):
             bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
             for x in jax.tree_util.tree_leaves(params)
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# split_real_and_imaginary: ℂⁿ as ℝ²ⁿ for the inner optimizer.
+
+
+def _complex_problem(seed=0):
+    """Complex params (a matrix and a scalar) and a real vector, and a gradient oracle whose
+    real and imaginary parts differ in scale (so that ℂ as ℝ² and ℂ as ℂ give different
+    second moments)."""
+    rng = np.random.default_rng(seed)
+
+    def c(*shape):
+        return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+    params = {"z": c(3, 2), "s": c(), "r": rng.normal(size=4)}
+    target = {"z": c(3, 2), "s": c(), "r": rng.normal(size=4)}
+
+    def grad(p, t):
+        def leaf(x, y):
+            d = x - y + 0.3 * np.sin(t + np.real(x))
+            return np.real(d) + 3j * np.imag(d) if np.iscomplexobj(d) else d
+
+        return {k: leaf(p[k], target[k]) for k in p}
+
+    return params, grad
+
+
+def _run_complex(opt, params, grad, steps, cdtype, rdtype, apply):
+    p = {k: jnp.asarray(v, cdtype if np.iscomplexobj(v) else rdtype) for k, v in params.items()}
+    state = opt.init(p)
+    step = jax.jit(lambda g, s, p: opt.update(g, s, p))
+    for t in range(steps):
+        g = grad({k: np.asarray(v) for k, v in p.items()}, t)
+        g = {k: jnp.asarray(v, p[k].dtype) for k, v in g.items()}
+        u, state = step(g, state, p)
+        assert all(u[k].dtype == p[k].dtype for k in p)
+        p = apply(p, u)
+    return p, state
+
+
+def _np_adam_on_pairs(lr, b1, b2, eps):
+    # Kingma & Ba 2015, Algorithm 1, run on every real number: a complex entry is two of them
+    def init(xs):
+        return {"m": {k: np.zeros(np.shape(x) + (2,)) for k, x in xs.items()},
+                "v": {k: np.zeros(np.shape(x) + (2,)) for k, x in xs.items()}}  # fmt: skip
+
+    def pair(x):
+        return np.stack([np.real(x), np.imag(x)], -1) if np.iscomplexobj(x) else x[..., None]
+
+    def step(xs, gs, st, t):
+        out = {}
+        for k, x in xs.items():
+            g = pair(gs[k])
+            n = g.shape[-1]
+            m = st["m"][k][..., :n] = b1 * st["m"][k][..., :n] + (1 - b1) * g
+            v = st["v"][k][..., :n] = b2 * st["v"][k][..., :n] + (1 - b2) * g * g
+            u = -lr * (m / (1 - b1 ** (t + 1))) / (np.sqrt(v / (1 - b2 ** (t + 1))) + eps)
+            out[k] = x + (u[..., 0] + 1j * u[..., 1] if n == 2 else u[..., 0])
+        return out, st
+
+    return init, step
+
+
+def test_split_real_and_imaginary_matches_adam_on_pairs(x64):
+    params, grad = _complex_problem(0)
+    lr, b1, b2, eps = 0.05, 0.8, 0.95, 1e-3
+    ours, _ = _run_complex(split_real_and_imaginary(gradtx.adam(lr, b1, b2, eps)), params, grad,
+                           STEPS, jnp.complex128, jnp.float64, gradtx.apply_updates)  # fmt: skip
+    init, step = _np_adam_on_pairs(lr, b1, b2, eps)
+    xs, st = dict(params), None
+    st = init(xs)
+    for t in range(STEPS):
+        xs, st = step(xs, grad(xs, t), st, t)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(ours[k]), xs[k], rtol=1e-8, atol=1e-12)
+        assert np.max(np.abs(xs[k] - params[k])) > 0.1
+    # Adam on the complex leaves themselves keeps one |g|² per entry: other steps (both runs
+    # end near the same minimum, so compare early, after 3 steps)
+    runs = [
+        _run_complex(opt, params, grad, 3, jnp.complex128, jnp.float64, gradtx.apply_updates)[0]
+        for opt in (split_real_and_imaginary(gradtx.adam(lr, b1, b2, eps)),
+                    gradtx.adam(lr, b1, b2, eps))
+    ]  # fmt: skip
+    assert np.max(np.abs(np.asarray(runs[0]["z"]) - np.asarray(runs[1]["z"]))) > 1e-2
+    np.testing.assert_allclose(runs[0]["r"], runs[1]["r"], rtol=1e-12)  # real leaves: the same
+
+
+SPLIT_INNER = {
+    "adam": (lambda: gradtx.adam(0.05, eps=1e-3), lambda: optax.adam(0.05, eps=1e-3)),
+    "lion": (lambda: gradtx.lion(0.01), lambda: optax.lion(0.01)),
+    "sgd_momentum": (lambda: gradtx.sgd(0.05, 0.9), lambda: optax.sgd(0.05, 0.9)),
+}
+
+
+@pytest.mark.parametrize("name", list(SPLIT_INNER))
+def test_split_real_and_imaginary_matches_optax(name):
+    ours_inner, theirs_inner = SPLIT_INNER[name]
+    params, grad = _complex_problem(1)
+    ours, s_ours = _run_complex(split_real_and_imaginary(ours_inner()), params, grad, STEPS,
+                                jnp.complex64, jnp.float32, gradtx.apply_updates)  # fmt: skip
+    theirs, s_theirs = _run_complex(
+        optax.contrib.split_real_and_imaginary(theirs_inner()), params, grad, STEPS,
+        jnp.complex64, jnp.float32, optax.apply_updates,
+    )  # fmt: skip
+    for k in params:
+        np.testing.assert_allclose(np.asarray(ours[k]), np.asarray(theirs[k]),
+                                   rtol=F32_ORACLE_RTOL, atol=F32_ORACLE_ATOL)  # fmt: skip
+        assert float(np.max(np.abs(np.asarray(ours[k]) - params[k]))) > 0.1
+    # the same state layout: the inner state over (real, imaginary) pairs, optax's field names
+    assert SplitRealAndImaginaryState._fields == optax.contrib.SplitRealAndImaginaryState._fields
+    pair = s_ours.inner_state[0][1]["z"] if name != "sgd_momentum" else None
+    if pair is not None:
+        assert isinstance(pair, SplitRealAndImaginaryArrays)
+        assert pair._fields == ("real", "imaginary") and pair.real.dtype == jnp.float32
+    assert [np.shape(x) for x in jax.tree_util.tree_leaves(s_ours)] == [
+        np.shape(x) for x in jax.tree_util.tree_leaves(s_theirs)
+    ]
+
+
+def test_split_real_and_imaginary_passes_extra_args_and_real_trees():
+    # MoMo needs value=: it reaches the inner optimizer. On real params the wrapper is the
+    # inner optimizer itself; on complex ones MoMo's ⟨g, x⟩ over pairs is Re⟨g, x⟩.
+    x = {"w": jnp.array([1.0, -2.0]), "z": jnp.array([0.5 + 1.0j])}
+    g = {"w": jnp.array([0.3, 0.1]), "z": jnp.array([2.0 - 1.0j])}
+    opt = split_real_and_imaginary(gradtx.momo(beta=0.0))
+    u, _ = opt.update(g, opt.init(x), x, value=jnp.asarray(4.0))
+    # τ = min(1, (f − ⟨g, x⟩ + ⟨g, x⟩)/‖g‖²) = 4 / (0.09 + 0.01 + 4 + 1) = 4 / 5.1
+    tau = 4.0 / 5.1
+    np.testing.assert_allclose(u["w"], -tau * np.asarray(g["w"]), rtol=1e-5)
+    np.testing.assert_allclose(u["z"], -tau * np.asarray(g["z"]), rtol=1e-5)
+    assert u["z"].dtype == jnp.complex64
+    real = {"w": x["w"]}
+    inner = gradtx.adam(0.1)
+    u1, _ = split_real_and_imaginary(inner).update(real, split_real_and_imaginary(inner).init(
+        real), real)  # fmt: skip
+    u2, _ = inner.update(real, inner.init(real), real)
+    np.testing.assert_array_equal(u1["w"], u2["w"])
+    abstract = jax.eval_shape(split_real_and_imaginary(inner).init, jax.tree_util.tree_map(
+        lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), x))  # fmt: skip
+    assert abstract.inner_state[0].nu["z"].real.dtype == jnp.float32
 
 
 # ----------------------------------------------------------------------------------------------

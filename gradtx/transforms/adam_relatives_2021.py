@@ -1,4 +1,9 @@
-"""MADGRAD (2021) and the MoMo step sizes (2023): adaptive methods with optax.contrib's names.
+"""ACProp and MADGRAD (2021) and the MoMo step sizes (2023): adaptive methods with
+optax.contrib's names.
+
+- ACProp (Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, arXiv 2110.05454) divides the
+  gradient by the spread of past gradients around their EMA (AdaBelief's centred second
+  moment) taken *before* this step: numerator and denominator are decorrelated.
 
 - MADGRAD (Defazio & Jelassi, arXiv 2101.11075) is dual averaging with a cube-root AdaGrad
   denominator and momentum written as an average of iterates: the update moves the parameters
@@ -17,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from gradtx import numerics as tree_lib
@@ -28,14 +34,21 @@ from gradtx.core import (
     check_nonnegative,
     check_range,
     hyper,
+    static_field,
     transform,
     user_facing,
 )
+from gradtx.numerics import Scalar
 from gradtx.numerics import tree_map_none as _map
+from gradtx.safe_math import _saturate
+from gradtx.transforms.adam_variants import ScaleByBeliefState
 from gradtx.transforms.adaptive import _nu_init
 from gradtx.transforms.decay import add_decayed_weights
+from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = [
+    "scale_by_acprop",
+    "acprop",
     "MadgradState",
     "scale_by_madgrad",
     "madgrad",
@@ -56,6 +69,161 @@ def _unzip3(tree: Any, like: Any) -> tuple[Any, Any, Any]:
     treedef = jax.tree_util.tree_structure(like, is_leaf=tree_lib.is_none)
     parts = treedef.flatten_up_to(tree)
     return tuple(treedef.unflatten([p[i] for p in parts]) for i in range(3))
+
+
+# ----------------------------------------------------------------------------------------------
+# ACProp.
+
+
+@transform
+class scale_by_acprop(GradientTransformation):
+    """ACProp's scaling: the gradient over the centred second moment of the steps before.
+
+    With ``t`` the step (1 at the first update) and the paper's ACProp algorithm (the
+    asynchronous, centred form of AdaBelief; the authors' code for the bias correction and the
+    first step):
+
+    .. math::
+        m_t = β_1 m_{t-1} + (1-β_1) g_t,\\quad
+        s_t = β_2 s_{t-1} + (1-β_2) |g_t - m_t|^2 + ε_{root},\\\\
+        u_t = \\frac{g_t}{\\sqrt{s_{t-1} / (1-β_2^{t-1})} + ε}\\ (t > 1),\\qquad
+        u_1 = \\frac{g_1}{1 + ε}.
+
+    The numerator is this step's gradient and the denominator holds information up to step
+    ``t − 1`` only (the asynchronous update); the first step, with no ``s`` yet, is a plain
+    gradient step. ``m_t`` serves only to centre ``s``.
+
+    optax.contrib centres on the momentum *before* this step, ``|g_t − m_{t−1}|²``
+    (``= |g_t − m_t|² / β1²``), where the paper and the authors' code use ``m_t``:
+    ``center_on_previous=True`` gives optax's numbers.
+
+    ``s`` saturates at the largest finite value of its dtype instead of overflowing (see
+    :class:`gradtx.scale_by_adam`). ``b1`` and ``b2`` may be schedules of the step count.
+
+    Args:
+        b1: decay of the gradient's EMA ``m``, in [0, 1).
+        b2: decay of the centred second moment ``s``, in [0, 1).
+        eps: added to the denominator outside the square root, >= 0.
+        eps_root: the paper's ``ε`` added to ``s`` at every step, >= 0.
+        center_on_previous: centre on ``m_{t−1}`` instead of ``m_t`` (optax.contrib's choice).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> tx = gradtx.scale_by_acprop(eps=0.0, eps_root=0.0)
+        >>> s = tx.init(jnp.zeros(1))
+        >>> u, s = tx.update(jnp.array([2.0]), s)  # the first step is the gradient
+        >>> float(u[0])
+        2.0
+        >>> u, s = tx.update(jnp.array([1.0]), s)  # s_1 = 0.001 (2 − 0.2)², bias-corrected
+        >>> round(float(u[0]), 4)  # 1 / 1.8
+        0.5556
+
+    Reference: Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, "Momentum Centering and
+    Asynchronous Update for Adaptive Gradient Methods", arXiv 2110.05454 (NeurIPS 2021), the
+    ACProp algorithm; github.com/juntang-zhuang/ACProp-Optimizer.
+    """
+
+    flat_safe = True  # element by element: runs on gradtx.flat's buffers
+    b1: Any = 0.9
+    b2: Any = 0.999
+    eps: Any = 1e-16
+    eps_root: Any = 1e-16
+    center_on_previous: bool = static_field(False, kw_only=True)
+
+    def _check(self):
+        owner = "scale_by_acprop"
+        check_decay(owner, "b1", self.b1)
+        check_decay(owner, "b2", self.b2)
+        check_nonnegative(owner, "eps", self.eps)
+        check_nonnegative(owner, "eps_root", self.eps_root)
+        _check_flag(owner, "center_on_previous", self.center_on_previous)
+
+    def init(self, params):
+        return ScaleByBeliefState(
+            count=jnp.zeros([], jnp.int32),
+            mu=tree_lib.tree_zeros_like(params),
+            nu=_nu_init(params, None),
+        )
+
+    def update(self, updates, state, params=None, **extra_args):
+        tree_lib.check_structure(updates, state.mu, "scale_by_acprop", "updates", "state (mu)")
+        b1, b2 = hyper(self.b1, state.count), hyper(self.b2, state.count)
+        first = state.count == 0
+        # 1 / √(1 − β2^{t−1}) for s_{t−1}; the count before this step is t − 1 (>= 1 past t = 1)
+        c2 = tree_lib.bias_correction_scalar(b2, jnp.maximum(state.count, 1))
+        k = {
+            "b1": Scalar(b1),
+            "1-b1": Scalar(1 - b1),
+            "b2": Scalar(b2),
+            "1-b2": Scalar(1 - b2),
+            "inv_sqrt_c2": Scalar(lax.rsqrt(c2)),
+            "eps": Scalar(self.eps),
+            "eps_root": Scalar(self.eps_root),
+        }
+
+        def leaf(g, m, s):
+            if g is None:
+                return None, None, None
+            g = tree_lib.as_array(g)
+            m_new = tree_lib.ema_leaf(g, m, k["b1"], k["1-b1"])
+            cd = tree_lib.compute_dtype(m.dtype)
+            centre = m if self.center_on_previous else m_new
+            err = tree_lib.abs_sq(tree_lib.cast(g, cd) - tree_lib.cast(centre, cd))
+            sd = tree_lib.compute_dtype(s.dtype)
+            s_old = tree_lib.cast(s, sd)
+            s_new = lax.add(
+                lax.add(
+                    tree_lib.smul(s_old, k["b2"]), tree_lib.smul(tree_lib.cast(err, sd), k["1-b2"])
+                ),
+                k["eps_root"](sd),
+            )
+            s_new = _saturate(tree_lib.cast(_saturate(s_new), s.dtype))
+            # the asynchronous denominator, from s_{t−1}; 1 at the first step (no s yet)
+            root = tree_lib.smul(
+                lax.sqrt(jnp.where(first, jnp.ones((), sd), s_old)), k["inv_sqrt_c2"]
+            )
+            den = lax.add(jnp.where(first, jnp.ones((), sd), root), k["eps"](sd))
+            gc = tree_lib.cast(g, tree_lib.compute_dtype(g.dtype))
+            out = lax.div(gc, tree_lib.cast(den, gc.dtype))
+            return tree_lib.cast(out, g.dtype), m_new, s_new
+
+        out, mu, nu = _unzip3(_map(leaf, updates, state.mu, state.nu), updates)
+        return out, ScaleByBeliefState(count=tree_lib.safe_increment(state.count), mu=mu, nu=nu)
+
+
+@user_facing
+def acprop(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-16,
+    eps_root: Any = 1e-16,
+    weight_decay: Any = 0.0,
+    mask: Any = None,
+    *,
+    center_on_previous: bool = False,
+) -> chain:
+    """ACProp: :class:`scale_by_acprop`, then decoupled weight decay (:class:`add_decayed_weights`,
+    scaled by the learning rate as in AdamW), then the learning rate.
+
+    ``center_on_previous=True`` gives optax.contrib.acprop's numbers (see
+    :class:`scale_by_acprop`).
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> opt = gradtx.acprop(0.1)
+        >>> params = {"w": jnp.array([1.0, -1.0])}
+        >>> u, state = opt.update({"w": jnp.array([3.0, -0.5])}, opt.init(params), params)
+        >>> [round(float(x), 4) for x in u["w"]]  # the first step is −α g
+        [-0.3, 0.05]
+
+    Reference: Zhuang et al., arXiv 2110.05454 (NeurIPS 2021).
+    """
+    return chain(
+        scale_by_acprop(b1, b2, eps, eps_root, center_on_previous=center_on_previous),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,18 +386,26 @@ def _real_dot(a: Any, b: Any, dtype: Any) -> jax.Array:
     return sum((p.astype(dtype) for p in parts), jnp.zeros([], dtype))
 
 
-def _momo_step(scaled_d, d, params, barf, gamma, lb_term, cap, alpha, wd, dtype):
-    """The model step shared by MoMo and MoMo-Adam; ``scaled_d`` is ``D⁻¹ d`` (``d`` for MoMo).
+def _momo_step(scaled_d, d, params, barf, gamma, lb, rho, lb0, adapt, cap, alpha, wd, dtype):
+    """The model step shared by MoMo and MoMo-Adam; ``scaled_d`` is ``D⁻¹ d`` (``d`` for MoMo),
+    ``rho`` is MoMo-Adam's ``ρ1`` (1 for MoMo). Returns the update and the next lower bound.
 
-    ``τ = min(cap, ((1 + αλ)(f̄ − lb_term − γ) + ⟨d, x⟩)_+ / ⟨d, D⁻¹ d⟩)`` and
-    ``u = x⁺ − x = −(αλ x + τ D⁻¹ d) / (1 + αλ)``.
+    ``τ = min(cap, ((1 + αλ)(f̄ − ρ f* − γ) + ⟨d, x⟩)_+ / ⟨d, D⁻¹ d⟩)`` and
+    ``u = x⁺ − x = −(αλ x + τ D⁻¹ d) / (1 + αλ)``. With ``adapt`` (MoMo*), ``f*`` is first reset
+    to ``max(c / (2ρ(1 + αλ)), f*_0)`` when ``c = (1 + αλ)(f̄ − γ) + ⟨d, x⟩`` is below
+    ``(1 + αλ) ρ f*``, and the next estimate is ``max((f̄ + ⟨d, x⟩ − γ − τ⟨d, D⁻¹ d⟩/2) / ρ, f*_0)``.
     """
     dn = _real_dot(d, scaled_d, dtype)
     ip = _real_dot(d, params, dtype)
     decay = 1 + alpha * wd
-    num = jnp.maximum(decay * (barf - lb_term - gamma) + ip, 0.0)
+    if adapt:  # reset: the model at x lies below the estimate
+        c = decay * (barf - gamma) + ip
+        lb = jnp.where(c < decay * rho * lb, jnp.maximum(c / (2 * rho * decay), lb0), lb)
+    num = jnp.maximum(decay * (barf - rho * lb - gamma) + ip, 0.0)
     small = dn <= _TINY_SQ_NORM
     tau = jnp.minimum(cap, jnp.where(small, 0.0, num / jnp.where(small, 1.0, dn)))
+    if adapt:  # the model's minimum along the step taken
+        lb = jnp.maximum((barf + ip - gamma - tau * dn / 2) / rho, lb0)
 
     def leaf(sd, x):
         if sd is None:
@@ -238,7 +414,12 @@ def _momo_step(scaled_d, d, params, barf, gamma, lb_term, cap, alpha, wd, dtype)
         u = -(alpha * wd * tree_lib.cast(x, cd) + tau * tree_lib.cast(sd, cd)) / decay
         return tree_lib.cast(u, x.dtype)
 
-    return _map(leaf, scaled_d, params)
+    return _map(leaf, scaled_d, params), lb.astype(dtype)
+
+
+def _check_flag(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
 
 
 def _value(owner: str, value: Any, dtype: Any) -> jax.Array:
@@ -280,16 +461,24 @@ class momo(GradientTransformation):
     ``f + λ/2 ‖x‖²`` solved exactly, which divides the whole new point by ``1 + αλ``. optax
     divides only ``x`` by it (``x/(1 + αλ) − τ d``) with the same ``τ``; with
     ``weight_decay=0`` the numbers are optax's. The learning rate is part of this transform
-    (the update is the full step). When ``‖d‖² <= 2.2e-16`` no step is taken. optax's
-    ``adapt_lower_bound`` (the paper's online estimate of ``f*``) is not provided. For complex
+    (the update is the full step). When ``‖d‖² <= 2.2e-16`` no step is taken. For complex
     parameters the inner products are real, ``Re⟨a, b⟩`` (ℂⁿ taken as ℝ²ⁿ). The scalars
     ``barf``, ``gamma`` and ``lb`` are kept in at least float32.
+
+    ``adapt_lower_bound=True`` is the paper's MoMo*, for when no good ``f*`` is known: ``lb``
+    (starting at ``lower_bound = f*_0``) is an estimate that follows the model. Before the step,
+    with ``c = (1+αλ)(f̄ − γ) + ⟨d, x⟩``, an estimate above the model is reset,
+    ``f* ← max(c / (2(1+αλ)), f*_0)`` when ``c < (1+αλ) f*``; after it, ``f*`` becomes the
+    model's value at the new point, ``max(f̄ + ⟨d, x⟩ − γ − τ‖d‖²/2, f*_0)`` (the authors'
+    ``use_fstar``; optax's numbers with ``weight_decay=0``).
 
     Args:
         learning_rate: the cap ``α`` on the step size (or a schedule of the step count).
         beta: the momentum ``β``, in [0, 1).
-        lower_bound: ``f*``, a lower bound of the loss (0 for most losses).
+        lower_bound: ``f*``, a lower bound of the loss (0 for most losses); with
+            ``adapt_lower_bound``, the estimate's start and floor ``f*_0``.
         weight_decay: ``λ >= 0``.
+        adapt_lower_bound: estimate ``f*`` online (MoMo*), a static bool.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -300,21 +489,28 @@ class momo(GradientTransformation):
         >>> u, state = opt.update(g, opt.init(x), x, value=value)
         >>> [float(v) for v in x + u]  # τ = min(1, (5 − 0 − 10 + 10) / 20) = 1/4
         [0.5, 1.0]
+        >>> opt = gradtx.momo(adapt_lower_bound=True)
+        >>> u, state = opt.update(g, opt.init(x), x, value=value)
+        >>> float(state.lb)  # the model's value after the step: 5 − (1/4)(20)/2
+        2.5
 
     Reference: Schaipp, Ohana, Eickenberg, Defazio & Gower, "MoMo: Momentum Models for
-    Adaptive Learning Rates", arXiv 2305.07583 (ICML 2024), Algorithm 1.
+    Adaptive Learning Rates", arXiv 2305.07583 (ICML 2024), Algorithm 1 and MoMo* (the online
+    estimate of ``f*``); the authors' code, github.com/fabian-sp/MoMo (``use_fstar``).
     """
 
     learning_rate: ScalarOrSchedule = 1.0
     beta: Any = 0.9
     lower_bound: Any = 0.0
     weight_decay: Any = 0.0
+    adapt_lower_bound: bool = static_field(False)
 
     def _check(self):
         check_range("momo", "learning_rate", self.learning_rate, low=0.0)
         check_decay("momo", "beta", self.beta)
         check_range("momo", "lower_bound", self.lower_bound)
         check_nonnegative("momo", "weight_decay", self.weight_decay)
+        _check_flag("momo", "adapt_lower_bound", self.adapt_lower_bound)
 
     def init(self, params):
         dt = _scalar_dtype(params)
@@ -346,12 +542,17 @@ class momo(GradientTransformation):
         gamma = b * state.gamma + (1 - b) * _real_dot(updates, params, dt)
         alpha = jnp.asarray(hyper(self.learning_rate, state.count)).astype(dt)
         wd = jnp.asarray(self.weight_decay).astype(dt)
-        u = _momo_step(d, d, params, barf, gamma, state.lb, alpha, alpha, wd, dt)
+        lb0 = jnp.asarray(self.lower_bound).astype(dt)
+        one = jnp.ones([], dt)
+        u, lb = _momo_step(
+            d, d, params, barf, gamma, state.lb, one, lb0, self.adapt_lower_bound, alpha, alpha,
+            wd, dt,
+        )  # fmt: skip
         return u, MomoState(
             exp_avg=d,
             barf=barf,
             gamma=gamma,
-            lb=state.lb,
+            lb=lb,
             count=tree_lib.safe_increment(state.count),
         )
 
@@ -385,15 +586,19 @@ class momo_adam(GradientTransformation):
     The averages start at zero and are bias-corrected through ``ρ1`` (so ``τ D⁻¹ d`` uses
     ``d/ρ1``, Adam's corrected momentum, at the capped step ``α``). Weight decay and the
     difference from optax are as in :class:`momo` (optax: ``x/(1 + αλ) − τ D⁻¹ d``;
-    ``weight_decay=0`` gives optax's numbers); ``adapt_lower_bound`` is not provided.
+    ``weight_decay=0`` gives optax's numbers). ``adapt_lower_bound`` is :class:`momo`'s MoMo*
+    with the bias correction: the reset when ``c < (1+αλ) ρ1 f*`` is to
+    ``max(c / (2ρ1(1+αλ)), f*_0)``, and the new estimate
+    ``max((f̄ + ⟨d, x⟩ − γ − τ⟨d, D⁻¹d⟩/2) / ρ1, f*_0)``.
 
     Args:
         learning_rate: the cap ``α`` (or a schedule of the step count).
         b1: decay of ``d``, ``f̄`` and ``γ``, in [0, 1).
         b2: decay of ``v``, in [0, 1).
         eps: added to ``√(v/ρ2)``, >= 0.
-        lower_bound: ``f*``, a lower bound of the loss.
+        lower_bound: ``f*``, a lower bound of the loss (the floor ``f*_0`` of the estimate).
         weight_decay: ``λ >= 0``.
+        adapt_lower_bound: estimate ``f*`` online (MoMo*), a static bool.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -414,6 +619,7 @@ class momo_adam(GradientTransformation):
     eps: Any = 1e-8
     lower_bound: Any = 0.0
     weight_decay: Any = 0.0
+    adapt_lower_bound: bool = static_field(False)
 
     def _check(self):
         check_range("momo_adam", "learning_rate", self.learning_rate, low=0.0)
@@ -422,6 +628,7 @@ class momo_adam(GradientTransformation):
         check_nonnegative("momo_adam", "eps", self.eps)
         check_range("momo_adam", "lower_bound", self.lower_bound)
         check_nonnegative("momo_adam", "weight_decay", self.weight_decay)
+        _check_flag("momo_adam", "adapt_lower_bound", self.adapt_lower_bound)
 
     def init(self, params):
         dt = _scalar_dtype(params)
@@ -462,12 +669,16 @@ class momo_adam(GradientTransformation):
         gamma = b1 * state.gamma + (1 - b1) * _real_dot(updates, params, dt)
         alpha = jnp.asarray(hyper(self.learning_rate, state.count)).astype(dt)
         wd = jnp.asarray(self.weight_decay).astype(dt)
-        u = _momo_step(scaled, d, params, barf, gamma, rho1 * state.lb, alpha / rho1, alpha, wd, dt)
+        lb0 = jnp.asarray(self.lower_bound).astype(dt)
+        u, lb = _momo_step(
+            scaled, d, params, barf, gamma, state.lb, rho1, lb0, self.adapt_lower_bound,
+            alpha / rho1, alpha, wd, dt,
+        )  # fmt: skip
         return u, MomoAdamState(
             exp_avg=d,
             exp_avg_sq=v,
             barf=barf,
             gamma=gamma,
-            lb=state.lb,
+            lb=lb,
             count=tree_lib.safe_increment(state.count),
         )

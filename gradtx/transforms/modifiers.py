@@ -1,6 +1,7 @@
 """Modifiers that compose with any optimizer: cautious masking, MARS's variance-reduced gradient,
-sharpness-aware minimisation (SAM), stochastic rounding of low-precision parameters, and
-differentially private aggregation (DP-SGD).
+sharpness-aware minimisation (SAM), stochastic rounding of low-precision parameters,
+differentially private aggregation (DP-SGD), and running an optimizer on complex parameters as
+pairs of real ones.
 
 Sign convention: every gradtx optimizer returns *parameter increments* ``u`` that
 :func:`gradtx.apply_updates` adds, ``θ ← θ + u`` (a descent step has ``u = −α d`` with ``d`` the
@@ -61,6 +62,9 @@ __all__ = [
     "differentially_private_aggregate",
     "DifferentiallyPrivateAggregateState",
     "dpsgd",
+    "split_real_and_imaginary",
+    "SplitRealAndImaginaryState",
+    "SplitRealAndImaginaryArrays",
 ]
 
 
@@ -755,3 +759,99 @@ def dpsgd(
         trace(momentum, nesterov) if momentum is not None else identity(),
         scale_by_learning_rate(learning_rate),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Complex parameters as pairs of real ones (optax.contrib's split_real_and_imaginary).
+
+
+class SplitRealAndImaginaryArrays(NamedTuple):
+    """A complex array seen by :class:`split_real_and_imaginary`'s inner transform: its real and
+    imaginary parts, two real arrays of its shape."""
+
+    real: jax.Array
+    imaginary: jax.Array
+
+
+class SplitRealAndImaginaryState(NamedTuple):
+    """:class:`split_real_and_imaginary`'s state: the inner transform's state, built on the
+    split parameters (each complex leaf a :class:`SplitRealAndImaginaryArrays`)."""
+
+    inner_state: Any
+
+
+def _is_pair(x: Any) -> bool:
+    return isinstance(x, SplitRealAndImaginaryArrays)
+
+
+def _split(tree: Any) -> Any:
+    """Each complex leaf as a (real, imaginary) pair; real leaves and ``None`` as they are."""
+
+    def leaf(x):
+        if x is None or not jnp.iscomplexobj(x):
+            return x
+        x = tree_lib.as_array(x)
+        return SplitRealAndImaginaryArrays(lax.real(x), lax.imag(x))
+
+    return _map(leaf, tree)
+
+
+def _merge(out: Any, like: Any) -> Any:
+    """Pairs back into complex leaves of ``like``'s dtype (the incoming updates')."""
+
+    def leaf(u, g):
+        if not _is_pair(u):
+            return u
+        dt = jnp.result_type(g) if g is not None else None
+        z = lax.complex(u.real, tree_lib.cast(u.imaginary, jnp.result_type(u.real)))
+        return z if dt is None else tree_lib.cast(z, dt)
+
+    treedef = jax.tree_util.tree_structure(like, is_leaf=tree_lib.is_none)
+    outs = treedef.flatten_up_to(jax.tree_util.tree_map(lambda x: x, out, is_leaf=_is_pair))
+    return treedef.unflatten([leaf(u, g) for u, g in zip(outs, treedef.flatten_up_to(like),
+                                                          strict=True)])  # fmt: skip
+
+
+@transform
+class split_real_and_imaginary(GradientTransformation):
+    """Run ``inner`` on complex parameters as if each were two real ones.
+
+    Every complex leaf ``z = x + iy`` of the params and updates is handed to ``inner`` as the
+    pair ``(x, y)`` (a :class:`SplitRealAndImaginaryArrays`); the pair ``(u_x, u_y)`` of
+    increments it returns is put back together as ``u_x + i u_y``. Real leaves pass through as
+    they are. So an optimizer whose formulas are written for reals (``g²`` in Adam, ``sign(g)``
+    in Lion) sees ℂⁿ as ℝ²ⁿ: Adam's second moment is kept separately for ``Re g`` and ``Im g``,
+    where Adam on the complex leaf itself keeps one ``|g|²`` for both.
+
+    ``jax.grad`` of a real loss with respect to complex parameters returns the conjugate of
+    the steepest-ascent direction: pass ``jax.tree.map(jnp.conj, grads)`` to descend.
+
+    Args:
+        inner: the transform (gradtx or optax) to run on the split parameters. Extra keyword
+            arguments of ``update`` (``value=``, ...) are passed on to it.
+
+    Example:
+        >>> import jax.numpy as jnp, gradtx
+        >>> opt = gradtx.split_real_and_imaginary(gradtx.adam(0.1))
+        >>> z = jnp.array([1.0 + 1.0j])
+        >>> u, _ = opt.update(jnp.array([3.0 - 0.5j]), opt.init(z), z)
+        >>> [round(float(u[0].real), 4), round(float(u[0].imag), 4)]  # −α sign(g) on each part
+        [-0.1, 0.1]
+
+    Reference: optax.contrib.split_real_and_imaginary (optax issue 196 on complex optimisation).
+    """
+
+    inner: Any
+
+    def _check(self):
+        object.__setattr__(self, "inner", _as_member(self.inner))
+
+    def init(self, params):
+        return SplitRealAndImaginaryState(inner_state=self.inner.init(_split(params)))
+
+    def update(self, updates, state, params=None, **extra_args):
+        split_params = None if params is None else _split(params)
+        out, inner_state = self.inner.update(
+            _split(updates), state.inner_state, split_params, **extra_args
+        )
+        return _merge(out, updates), SplitRealAndImaginaryState(inner_state=inner_state)
