@@ -44,9 +44,13 @@ from gradtx.transforms.adam_relatives_2024 import *
 from gradtx.transforms.adam_variants import *
 from gradtx.transforms.adaptive import *
 from gradtx.transforms.clipping import *
+from gradtx.transforms.coin_betting import *
 from gradtx.transforms.decay import *
 from gradtx.transforms.factored import *
+from gradtx.transforms.galore import *
+from gradtx.transforms.kron import *
 from gradtx.transforms.layerwise import *
+from gradtx.transforms.learning_rate_free import *
 from gradtx.transforms.modifiers import *
 from gradtx.transforms.momentum import *
 from gradtx.transforms.muon import *
@@ -56,6 +60,8 @@ from gradtx.transforms.plateau import *
 from gradtx.transforms.scaling import *
 from gradtx.transforms.schedule_free import *
 from gradtx.transforms.sign import *
+from gradtx.transforms.soap import *
+from gradtx.transforms.sophia import *
 from gradtx.transforms.step_size_free import *
 from gradtx.wrappers import *
 

@@ -807,3 +807,458 @@ MUTATIONS: list[Mutation] = [
         Run(LOSS_R, "ranking"),
     ),
 ]
+
+# -- Prodigy, D-Adaptation AdamW, DoWG (transforms/learning_rate_free.py) ------------------------
+MUTATIONS += [
+    M(
+        "prodigy_s_without_learning_rate",
+        "transforms/learning_rate_free.py",
+        "s_coef = d / d0 * (d if self.safeguard_warmup else dlr)",
+        "s_coef = d / d0 * d",
+        Run("tests/test_learning_rate_free.py", "prodigy_matches"),
+    ),
+    M(
+        "prodigy_eps_always_new_d",
+        "transforms/learning_rate_free.py",
+        "d_eps = (d_new if self.eps_uses_new_d else d) * self.eps",
+        "d_eps = d_new * self.eps",
+        Run("tests/test_learning_rate_free.py", "prodigy_matches"),
+    ),
+    M(
+        "prodigy_v_without_d_squared",
+        "transforms/learning_rate_free.py",
+        "(1 - b2).astype(rd) * tree_lib.abs_sq(dg)",
+        "(1 - b2).astype(rd) * tree_lib.abs_sq(tree_lib.cast(g, cd))",
+        Run("tests/test_learning_rate_free.py", "prodigy_matches"),
+    ),
+    M(
+        "prodigy_numerator_without_d_over_d0",
+        "transforms/learning_rate_free.py",
+        "b3, d / d0 * dlr * _real_dot(updates, delta, dt)",
+        "b3, dlr * _real_dot(updates, delta, dt)",
+        Run("tests/test_learning_rate_free.py", "prodigy_matches"),
+    ),
+    M(
+        "dadapt_l1_without_one_minus_sqrt_b2",
+        "transforms/learning_rate_free.py",
+        "d_new = _new_estimate(d, r, (1 - sb2) * _l1(s, dt))",
+        "d_new = _new_estimate(d, r, _l1(s, dt))",
+        Run("tests/test_learning_rate_free.py", "dadapt_adamw_matches"),
+    ),
+    M(
+        "dadapt_weight_decay_without_dlr",
+        "transforms/learning_rate_free.py",
+        "(dlr * wd).astype(rd) * tree_lib.cast(x, cd)",
+        "wd.astype(rd) * tree_lib.cast(x, cd)",
+        Run("tests/test_learning_rate_free.py", "dadapt_adamw_matches"),
+    ),
+    M(
+        "dadapt_s_decays_at_b2",
+        "transforms/learning_rate_free.py",
+        "s = sb2.astype(rd) * tree_lib.cast(s, cd) + (1 - sb2).astype(rd) * lg",
+        "s = b2.astype(rd) * tree_lib.cast(s, cd) + (1 - b2).astype(rd) * lg",
+        Run("tests/test_learning_rate_free.py", "dadapt_adamw_matches"),
+    ),
+    M(
+        "bias_correction_without_sqrt",
+        "transforms/learning_rate_free.py",
+        "            dlr = dlr * jnp.sqrt(1 - b2**t) / (1 - b1**t)\n        s_coef",
+        "            dlr = dlr * (1 - b2**t) / (1 - b1**t)\n        s_coef",
+        Run("tests/test_learning_rate_free.py", "optax"),
+    ),
+    M(
+        "dowg_v_weighted_by_rbar_not_rbar_squared",
+        "transforms/learning_rate_free.py",
+        "_saturate(state.weighted_sq_norm_grads + _saturate(rg * rg))",
+        "_saturate(state.weighted_sq_norm_grads + _saturate(rg * g_norm))",
+        Run("tests/test_learning_rate_free.py", "dowg"),
+    ),
+    M(
+        "dowg_step_rbar_not_rbar_squared",
+        "transforms/learning_rate_free.py",
+        "eta = _safe_div(r2, den)",
+        "eta = _safe_div(jnp.sqrt(r2), den)",
+        Run("tests/test_learning_rate_free.py", "dowg"),
+    ),
+    M(
+        "dowg_forgets_the_max",
+        "transforms/learning_rate_free.py",
+        "r2 = jnp.maximum(state.estim_sq_dist, _saturate(dist * dist))",
+        "r2 = _saturate(dist * dist) + 0 * state.estim_sq_dist",
+        Run("tests/test_learning_rate_free.py", "dowg"),
+    ),
+]
+
+# -- COCOB and Mechanic (transforms/coin_betting.py) ---------------------------------------------
+MUTATIONS += [
+    M(
+        "cocob_reward_sign",
+        "transforms/coin_betting.py",
+        "tree_lib.cast(reward, cd) - gc * (wc - w1c)",
+        "tree_lib.cast(reward, cd) + gc * (wc - w1c)",
+        Run("tests/test_coin_betting.py", "cocob"),
+    ),
+    M(
+        "cocob_no_alpha_cap",
+        "transforms/coin_betting.py",
+        "jnp.maximum(gsum + safe_l, alpha(cd) * safe_l)",
+        "(gsum + safe_l)",
+        Run("tests/test_coin_betting.py", "cocob"),
+    ),
+    M(
+        "cocob_reward_not_in_wealth",
+        "transforms/coin_betting.py",
+        "((safe_l + rc) / safe_l)",
+        "((safe_l + 0 * rc) / safe_l)",
+        Run("tests/test_coin_betting.py", "cocob"),
+    ),
+    M(
+        "cocob_sum_of_squares",
+        "transforms/coin_betting.py",
+        "gsum = _saturate(tree_lib.cast(big_g, cd) + a)",
+        "gsum = _saturate(tree_lib.cast(big_g, cd) + a * a)",
+        Run("tests/test_coin_betting.py", "cocob"),
+    ),
+    M(
+        "mechanic_signed_max",
+        "transforms/coin_betting.py",
+        "m = jnp.maximum(betas * state.m, jnp.abs(h))",
+        "m = jnp.maximum(betas * state.m, h)",
+        Run("tests/test_coin_betting.py", "mechanic"),
+    ),
+    M(
+        "mechanic_reward_unclamped",
+        "transforms/coin_betting.py",
+        "r = jnp.maximum(betas * state.r - state.s * h, 0)",
+        "r = betas * state.r - state.s * h",
+        Run("tests/test_coin_betting.py", "mechanic"),
+    ),
+    M(
+        "mechanic_v_beta_not_squared",
+        "transforms/coin_betting.py",
+        "v = _saturate(betas**2 * state.v + h * h)",
+        "v = _saturate(betas * state.v + h * h)",
+        Run("tests/test_coin_betting.py", "mechanic"),
+    ),
+    M(
+        "mechanic_decay_without_scale",
+        "transforms/coin_betting.py",
+        "h = d_g + lam * s_sum * g_norm * decay",
+        "h = d_g + lam * g_norm * decay",
+        Run("tests/test_coin_betting.py", "mechanic"),
+    ),
+    M(
+        "mechanic_delta_after_base_step",
+        "transforms/coin_betting.py",
+        "d_g = _real_dot(delta, updates, dt)",
+        "d_g = _real_dot(tree_lib.tree_add(delta, base_u), updates, dt)",
+        Run("tests/test_coin_betting.py", "mechanic"),
+    ),
+    M(
+        "mechanic_no_h_clip",
+        "transforms/coin_betting.py",
+        "h = jnp.clip(h, -h_max, h_max)",
+        "h = h",
+        Run("tests/test_coin_betting.py", "extreme"),
+    ),
+    M(
+        "mechanic_optax_no_h_clip_in_reward",
+        "transforms/coin_betting.py",
+        "r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)",
+        "r = betas * state.r - state.s * h",
+        Run("tests/test_coin_betting.py", "optax_variant"),
+    ),
+]
+
+# -- AcProp, MoMo's online lower bound, split_real_and_imaginary ---------------------------------
+MUTATIONS += [
+    M(
+        "acprop_synchronous_denominator",
+        "transforms/adam_relatives_2021.py",
+        "lax.sqrt(jnp.where(first, jnp.ones((), sd), s_old))",
+        "lax.sqrt(jnp.where(first, jnp.ones((), sd), tree_lib.cast(s_new, sd)))",
+        Run("tests/test_acprop.py", "not digits"),
+    ),
+    M(
+        "acprop_bias_correction_off_by_one",
+        "transforms/adam_relatives_2021.py",
+        "tree_lib.bias_correction_scalar(b2, jnp.maximum(state.count, 1))",
+        "tree_lib.bias_correction_scalar(b2, state.count + 1)",
+        Run("tests/test_acprop.py", "not digits"),
+    ),
+    M(
+        "acprop_centres_on_previous_momentum",
+        "transforms/adam_relatives_2021.py",
+        "centre = m if self.center_on_previous else m_new",
+        "centre = m",
+        Run("tests/test_acprop.py", "not digits"),
+    ),
+    M(
+        "acprop_momentum_numerator",
+        "transforms/adam_relatives_2021.py",
+        "gc = tree_lib.cast(g, tree_lib.compute_dtype(g.dtype))",
+        "gc = tree_lib.cast(m_new, tree_lib.compute_dtype(g.dtype))",
+        Run("tests/test_acprop.py", "not digits"),
+    ),
+    M(
+        "momo_star_reset_not_halved",
+        "transforms/adam_relatives_2021.py",
+        "jnp.maximum(c / (2 * rho * decay), lb0)",
+        "jnp.maximum(c / (rho * decay), lb0)",
+        Run("tests/test_madgrad_momo.py", "star"),
+    ),
+    M(
+        "momo_star_full_step_in_estimate",
+        "transforms/adam_relatives_2021.py",
+        "(barf + ip - gamma - tau * dn / 2) / rho, lb0)",
+        "(barf + ip - gamma - tau * dn) / rho, lb0)",
+        Run("tests/test_madgrad_momo.py", "star"),
+    ),
+    M(
+        "momo_star_estimate_without_rho1",
+        "transforms/adam_relatives_2021.py",
+        "(barf + ip - gamma - tau * dn / 2) / rho, lb0)",
+        "(barf + ip - gamma - tau * dn / 2), lb0)",
+        Run("tests/test_madgrad_momo.py", "star"),
+    ),
+    M(
+        "momo_star_estimate_without_floor",
+        "transforms/adam_relatives_2021.py",
+        "lb = jnp.maximum((barf + ip - gamma - tau * dn / 2) / rho, lb0)",
+        "lb = (barf + ip - gamma - tau * dn / 2) / rho",
+        Run("tests/test_madgrad_momo.py", "star"),
+    ),
+    M(
+        "split_merge_conjugates",
+        "transforms/modifiers.py",
+        "z = lax.complex(u.real, tree_lib.cast(u.imaginary, jnp.result_type(u.real)))",
+        "z = lax.complex(u.real, -tree_lib.cast(u.imaginary, jnp.result_type(u.real)))",
+        Run("tests/test_modifiers.py", "split"),
+    ),
+    M(
+        "split_swaps_parts",
+        "transforms/modifiers.py",
+        "SplitRealAndImaginaryArrays(lax.real(x), lax.imag(x))",
+        "SplitRealAndImaginaryArrays(lax.imag(x), lax.real(x))",
+        Run("tests/test_modifiers.py", "split"),
+    ),
+]
+
+# -- SOAP (transforms/soap.py) -------------------------------------------------------------------
+MUTATIONS += [
+    M(
+        "soap_no_second_bias_correction",
+        "transforms/soap.py",
+        "step_size = jnp.sqrt(1 - b2**t) / (1 - b1**t)",
+        "step_size = 1 / (1 - b1**t)",
+        Run("tests/test_soap.py", "algorithm_3"),
+    ),
+    M(
+        "soap_nu_not_permuted_with_the_basis",
+        "transforms/soap.py",
+        "nu = jnp.take(nu, order, axis=axis)",
+        "nu = nu",
+        Run("tests/test_soap.py", "algorithm_3"),
+    ),
+    M(
+        "soap_mu_not_reprojected_on_refresh",
+        "transforms/soap.py",
+        "m_new = _project(_project(mc, qs, back=True), new_qs)",
+        "m_new = mc",
+        Run("tests/test_soap.py", "algorithm_3"),
+    ),
+    M(
+        "soap_refresh_one_step_early",
+        "transforms/soap.py",
+        "count % jnp.asarray(self.precondition_frequency) == 0",
+        "(count + 1) % jnp.asarray(self.precondition_frequency) == 0",
+        Run("tests/test_soap.py", "algorithm_3"),
+    ),
+    M(
+        "soap_shampoo_beta_falls_back_to_b1",
+        "transforms/soap.py",
+        "sb = jnp.where(sb < 0, b2, sb)",
+        "sb = jnp.where(sb < 0, b1, sb)",
+        Run("tests/test_soap.py", "algorithm_3"),
+    ),
+]
+
+# -- PSGD-Kron (transforms/kron.py) --------------------------------------------------------------
+MUTATIONS += [
+    M(
+        "kron_no_momentum_bias_correction",
+        "transforms/kron.py",
+        "debias = 1 / tree_lib.bias_correction_scalar(b1, count)",
+        "debias = 1.0",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_full_instead_of_triangular_step",
+        "transforms/kron.py",
+        "step = jnp.triu(t1 - t2) / bound.astype(q.dtype)",
+        "step = (t1 - t2) / bound.astype(q.dtype)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_probe_solve_without_transpose",
+        "transforms/kron.py",
+        "left_side=True, lower=False, transpose_a=True",
+        "left_side=True, lower=False, transpose_a=False",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_frobenius_instead_of_spectral_bound",
+        "transforms/kron.py",
+        "bound = jnp.maximum(_norm_lower_bound(t1 + t2), tiny)",
+        "bound = jnp.maximum(jnp.linalg.norm(t1 + t2), tiny)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_diagonal_step_normalised_by_sum",
+        "transforms/kron.py",
+        "step = (t1 - t2) / jnp.maximum(jnp.max(t1 + t2), tiny)",
+        "step = (t1 - t2) / jnp.maximum(jnp.sum(t1 + t2), tiny)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_precondition_without_transpose",
+        "transforms/kron.py",
+        "g = _along(g, i, jnp.conj(q) if q.ndim == 1 else jnp.conj(q).T)",
+        "g = _along(g, i, jnp.conj(q))",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_rms_bound_ignores_c",
+        "transforms/kron.py",
+        "u = u / jnp.maximum(1, _scaled_rms(u) / c).astype(u.dtype)",
+        "u = u / jnp.maximum(1, _scaled_rms(u)).astype(u.dtype)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_balance_arithmetic_mean",
+        "transforms/kron.py",
+        "gmean = jnp.exp(jnp.mean(jnp.log(norms)))",
+        "gmean = jnp.mean(norms)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_init_scale_not_rooted",
+        "transforms/kron.py",
+        "scale = (scale ** (1.0 / len(shape))).astype(dt)",
+        "scale = scale.astype(dt)",
+        Run("tests/test_kron.py", "reference"),
+    ),
+    M(
+        "kron_probability_at_next_step",
+        "transforms/kron.py",
+        "prob = hyper(self.preconditioner_update_probability, state.count)",
+        "prob = hyper(self.preconditioner_update_probability, count)",
+        Run("tests/test_kron.py", "skipped"),
+    ),
+    M(
+        "kron_fit_on_gradient_always",
+        "transforms/kron.py",
+        "grads_in.append((mhat if self.momentum_into_precond_update else gq).reshape(shape))",
+        "grads_in.append(gq.reshape(shape))",
+        Run("tests/test_kron.py", "reference"),
+    ),
+]
+
+# -- GaLore (transforms/galore.py) ---------------------------------------------------------------
+MUTATIONS += [
+    M(
+        "galore_projector_on_the_larger_side",
+        "transforms/galore.py",
+        'left = m <= n if side == "smaller" else m >= n',
+        'left = m >= n if side == "smaller" else m >= n',
+        Run("tests/test_galore.py", "algorithm_2"),
+    ),
+    M(
+        "galore_refresh_off_by_one",
+        "transforms/galore.py",
+        "new = _cond(state.count % self.update_proj_gap == 0, fresh, kept)",
+        "new = _cond((state.count + 1) % self.update_proj_gap == 0, fresh, kept)",
+        Run("tests/test_galore.py", "algorithm_2"),
+    ),
+    M(
+        "galore_scale_dropped",
+        "transforms/galore.py",
+        "full = tree_lib.smul(_from_matrices(full, lay, jnp.shape(g)), scale)",
+        "full = _from_matrices(full, lay, jnp.shape(g))",
+        Run("tests/test_galore.py", "algorithm_2"),
+    ),
+    M(
+        "galore_sign_pivot_smallest_entry",
+        "transforms/galore.py",
+        "i = jnp.argmax(jnp.abs(p), axis=-2, keepdims=True)",
+        "i = jnp.argmin(jnp.abs(p), axis=-2, keepdims=True)",
+        Run("tests/test_galore.py", "algorithm_2"),
+    ),
+    M(
+        "galore_transpose_without_conjugate",
+        "transforms/galore.py",
+        "r = _h(pc) @ g if lay.left else g @ pc",
+        "r = jnp.swapaxes(pc, -1, -2) @ g if lay.left else g @ pc",
+        Run("tests/test_galore.py", "complex"),
+    ),
+]
+
+# -- Sophia and Hutchinson's estimator (transforms/sophia.py) ------------------------------------
+MUTATIONS += [
+    M(
+        "sophia_hessian_refresh_off_by_one",
+        "transforms/sophia.py",
+        "state.count % self.update_interval == 0,",
+        "count % self.update_interval == 0,",
+        Run("tests/test_sophia.py", "algorithm_3"),
+    ),
+    M(
+        "sophia_always_stale_hessian",
+        "transforms/sophia.py",
+        "h_used = state.nu if self.stale_hessian else nu",
+        "h_used = state.nu",
+        Run("tests/test_sophia.py", "algorithm_3"),
+    ),
+    M(
+        "sophia_gamma_dropped",
+        "transforms/sophia.py",
+        'den = lax.max(tree_lib.smul(hc, k["gamma"]), k["eps"](cd))',
+        'den = lax.max(hc, k["eps"](cd))',
+        Run("tests/test_sophia.py", "algorithm_3"),
+    ),
+    M(
+        "sophia_eps_added_not_max",
+        "transforms/sophia.py",
+        'den = lax.max(tree_lib.smul(hc, k["gamma"]), k["eps"](cd))',
+        'den = lax.add(tree_lib.smul(hc, k["gamma"]), k["eps"](cd))',
+        Run("tests/test_sophia.py", "algorithm_3"),
+    ),
+    M(
+        "sophia_hessian_ema_uses_b1",
+        "transforms/sophia.py",
+        'tree_lib.ema_leaf(d, v, k["b2"], k["1-b2"])',
+        'tree_lib.ema_leaf(d, v, k["b1"], k["1-b1"])',
+        Run("tests/test_sophia.py", "algorithm_3"),
+    ),
+    M(
+        "sophia_bias_correction_count_before_step",
+        "transforms/sophia.py",
+        "bias_correction_scalar(self.b1, count)",
+        "bias_correction_scalar(self.b1, state.count + 2)",
+        Run("tests/test_sophia.py", "optax_variants or matches_optax"),
+    ),
+    M(
+        "hutchinson_returns_hvp_not_u_times_hvp",
+        "transforms/sophia.py",
+        "lambda u, hu: tree_lib.cast(lax.mul(u, tree_lib.cast(hu, u.dtype)), u.dtype),",
+        "lambda u, hu: tree_lib.cast(hu, u.dtype),",
+        Run("tests/test_sophia.py", "hutchinson or algorithm_3"),
+    ),
+    M(
+        "hutchinson_same_probe_every_call",
+        "transforms/sophia.py",
+        "key, sub = jax.random.split(state.key)",
+        "key, sub = state.key, jax.random.split(state.key)[1]",
+        Run("tests/test_sophia.py", "hutchinson or algorithm_3"),
+    ),
+]

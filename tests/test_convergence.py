@@ -7,7 +7,8 @@ exact: the quadratic ``½ (x − x*)ᵀ A (x − x*)`` has ``A`` with eigenvalue
 [1, 10] in a random basis (condition number 10), minimum value 0 at ``x*``; Rosenbrock
 ``(1 − x)² + 100 (y − x²)²`` (translated, see ``_rosenbrock``) has its minimum 0 at
 ``(1, 1)`` + shift. A method that needs the loss
-(``value=``, e.g. Polyak's step) gets the true loss at the current iterate.
+(``value=``, e.g. Polyak's step) gets the true loss at the current iterate, and one that takes
+the objective (``obj_fn=``, Sophia) gets the loss function.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def minimise(case, loss, params0, steps: int, lr: float):
         extra = case.extra_args(params, grads) if case.extra_args else {}
         if "value" in extra:
             extra["value"] = value  # the true objective, not the registry's stand-in
+        if "obj_fn" in extra:
+            extra["obj_fn"] = loss  # Sophia's Hessian estimate sees the true objective
         updates, state = opt.update(grads, state, params, **extra)
         return (gradtx.apply_updates(params, updates), state), None
 

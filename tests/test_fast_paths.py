@@ -236,6 +236,24 @@ REFUSED = {
     "scale_by_muon",
     "scale_by_normuon",
     "scale_by_shape",
+    "momo_adapt_lower_bound",  # inner products over every parameter, as momo
+    "momo_adam_adapt_lower_bound",
+    "split_real_and_imaginary_adam",  # splits complex leaves, which flat buffers do not keep
+    "sophia",  # the Hessian estimate calls obj_fn on the params tree
+    # learning-rate-free methods: global inner products and norms over every parameter
+    "prodigy",
+    "dadapt_adamw",
+    "dowg",
+    "cocob",  # not marked element-wise (flat_safe)
+    "mechanize_adam",
+    "mechanize_sgd_optax",
+    # matrix methods: each needs its parameter's own shape
+    "soap",
+    "scale_by_soap",
+    "kron",
+    "galore",
+    "galore_rank1",
+    "scale_by_galore",
     # wrappers and blocks flat does not know to act element by element
     "clip_and_friends",  # zero_nans
     "adaptive_grad_clip",

@@ -79,6 +79,7 @@ def test_the_table_lists_only_optax_names():
 INTENDED_DEFAULTS = {
     ("", "optimistic_adam", "nesterov"),  # the paper's Adam; optax defaults to Nesterov
     ("", "lbfgs", "linesearch"),  # "zoom": optax's zoom search, built per call at the x64 width
+    ("contrib", "sophia", "hessian_diagonal_fn"),  # gradtx's estimator (Gaussian probes, paper)
 }
 
 

@@ -168,7 +168,7 @@ def _ten_steps(name: str) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Randomised callables: every public callable whose signature has a key/seed/rng parameter.
 
-_RANDOM_PARAMETERS = {"key", "seed", "rng", "rng_key", "prng_key", "random_key"}
+_RANDOM_PARAMETERS = {"key", "seed", "rng", "rng_key", "prng_key", "random_key", "random_seed"}
 
 # Callables with such a parameter that draw nothing from it (with the reason).
 _NOT_RANDOMISED = {
@@ -178,6 +178,8 @@ _NOT_RANDOMISED = {
     "get_all_with_path": "gradtx.tree.get_all_with_path: key is the field or dict key",
     "tree_get": "optax's name of gradtx.tree.get",
     "tree_get_all_with_path": "optax's name of gradtx.tree.get_all_with_path",
+    "KronState": "kron's state record: key is the key it holds",
+    "HutchinsonState": "the Hessian estimator's state record: key is the key it holds",
 }
 
 
@@ -233,6 +235,20 @@ def _noise_trajectory(opt) -> list[np.ndarray]:
     for _ in range(5):
         u, state = _noise_step(opt, state)
         out += _leaves((u, state))
+    return out
+
+
+def _hessian_estimates(estimator) -> list[np.ndarray]:
+    """Three estimates of the Hessian diagonal of a fixed quartic by ``estimator``."""
+    params = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([0.3, -0.7])}
+
+    def quartic(p):
+        return sum(jnp.sum(x**4 + x[..., :1] * x) for x in jax.tree_util.tree_leaves(p))
+
+    state, out = estimator.init(params), []
+    for _ in range(3):
+        h, state = estimator.update(params, state, params, obj_fn=quartic)
+        out += _leaves(h)
     return out
 
 
@@ -305,6 +321,13 @@ _RANDOMISED: dict[str, Callable[[int], Any]] = {
         gradtx.apply_updates_stochastic(
             {"w": jnp.ones(64, jnp.bfloat16)}, {"w": jnp.full(64, 1e-3)}, jax.random.key(k)
         )["w"].astype(jnp.float32)
+    ),
+    "kron": lambda k: _noise_trajectory(gradtx.kron(0.1, random_seed=jax.random.PRNGKey(k))),
+    "scale_by_kron": lambda k: _noise_trajectory(
+        gradtx.scale_by_kron(random_seed=jax.random.PRNGKey(k))
+    ),
+    "hutchinson_estimator_diag_hessian": lambda k: _hessian_estimates(
+        gradtx.hutchinson_estimator_diag_hessian(random_seed=jax.random.PRNGKey(k))
     ),
     "MultiNormalDiagFromLogScale.sample": lambda k: _leaves(
         gradtx.multi_normal(jnp.asarray([1.0, -1.0]), jnp.asarray([0.0, -1.0])).sample((4,), k)

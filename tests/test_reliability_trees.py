@@ -366,6 +366,8 @@ def test_state_dtypes_agree_across_lax_cond_branches(case):
 _PARAMETER_DIFFERENCES = {c.name for c in CASES if c.name.startswith("schedule_free")} | {
     "momo",
     "momo_adam",
+    "momo_adapt_lower_bound",
+    "momo_adam_adapt_lower_bound",
 }
 
 
