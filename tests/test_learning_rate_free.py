@@ -512,3 +512,22 @@ def test_float16_params_keep_float32_moments_and_follow_float32(name):
     np.testing.assert_allclose(
         np.asarray(p16["w"], np.float64), np.asarray(runs[jnp.float32][0]["w"]), atol=2e-3
     )
+
+
+def test_float64_hyperparameters_keep_float32_state_under_x64(x64):
+    # With x64 on, a float64 coefficient must not promote the float32 state (a scan carry or a
+    # jitted step would change type after one step).
+    params = {"w": jnp.ones((2, 2), jnp.float32)}
+    g = {"w": jnp.full((2, 2), 0.5, jnp.float32)}
+    f64 = np.float64
+    for opt in (
+        gradtx.prodigy(f64(1.0), eps=f64(1e-8), estim_lr_coef=f64(2.0), weight_decay=f64(0.1)),
+        gradtx.dadapt_adamw(f64(1.0), eps=f64(1e-8), weight_decay=f64(0.1)),
+        gradtx.dowg(f64(1.0), eps=f64(1e-4)),
+    ):
+        state = opt.init(params)
+        want = jax.tree_util.tree_map(lambda a: a.dtype, state)
+        for _ in range(2):
+            u, state = opt.update(g, state, params)
+            assert jax.tree_util.tree_map(lambda a: a.dtype, state) == want
+            assert u["w"].dtype == jnp.float32

@@ -227,7 +227,7 @@ def cocob(
         >>> opt = gradtx.cocob(alpha=2.0)
         >>> params = {"w": jnp.ones(2)}
         >>> u, state = opt.update({"w": jnp.array([0.5, -4.0])}, opt.init(params), params)
-        >>> [float(x) for x in u["w"]]  # −sign(g) · |g| / max(2|g|, 2|g|) · 2
+        >>> [float(x) for x in u["w"]]  # −g / max(2|g|, 2|g|) = −sign(g) / 2
         [-0.5, 0.5]
 
     Reference: Orabona & Tommasi, arXiv 1705.07795 (NeurIPS 2017).
@@ -339,7 +339,14 @@ class mechanize(GradientTransformation):
 
     def _check(self):
         owner = "mechanize"
-        object.__setattr__(self, "base_optimizer", _as_member(self.base_optimizer))
+        try:
+            member = _as_member(self.base_optimizer)
+        except TypeError:
+            raise TypeError(
+                f"{owner}: base_optimizer must be a gradient transformation (gradtx or optax), "
+                f"got {self.base_optimizer!r}"
+            ) from None
+        object.__setattr__(self, "base_optimizer", member)
         check_nonnegative(owner, "weight_decay", self.weight_decay)
         check_nonnegative(owner, "eps", self.eps)
         check_range(owner, "s_init", self.s_init, low=0.0, low_open=True)

@@ -96,7 +96,7 @@ def _check_betas(owner: str, betas: Any) -> tuple[Any, Any]:
 
 def _l1(tree: Any, dtype: Any) -> jax.Array:
     """``Σ |x|`` over every element of every leaf, in ``dtype``, saturating instead of
-    overflowing."""
+    overflowing. A complex entry counts its modulus (as the authors' code and optax)."""
     parts = [
         jnp.sum(jnp.abs(x)).astype(dtype) for x in jax.tree_util.tree_leaves(tree) if x is not None
     ]
@@ -178,8 +178,10 @@ class prodigy(GradientTransformation):
     Differences from optax.contrib, on purpose (the paper's box is unambiguous on both): optax
     always applies Adam's bias correction, multiplying ``γ_k d_k`` everywhere it appears (the
     step, ``r`` and ``s``) by ``√(1 − β2^{k+1}) / (1 − β1^{k+1})``, and it scales ``ε`` by the
-    updated ``d_{k+1}``. ``bias_correction=True, eps_uses_new_d=True`` give optax's numbers
-    (``bias_correction`` is the authors' ``use_bias_correction``, off by default there too).
+    updated ``d_{k+1}``, as the authors' code also does (the box has ``d_k ε``).
+    ``bias_correction=True, eps_uses_new_d=True`` give optax's numbers (``bias_correction`` is
+    the authors' ``use_bias_correction``, off by default there too). The two forms of ``ε``
+    differ only while ``d`` jumps, early on.
 
     Complex parameters: ``g²`` is ``|g|²`` and ``⟨g, x_0 − x⟩`` is its real part. ``v``
     saturates at the largest finite value of its dtype.
@@ -194,7 +196,8 @@ class prodigy(GradientTransformation):
         weight_decay: ``λ >= 0``, decoupled.
         safeguard_warmup: leave ``γ_k`` out of ``s``.
         bias_correction: Adam's bias correction of the step size (optax's form).
-        eps_uses_new_d: scale ``ε`` by ``d_{k+1}`` instead of ``d_k`` (optax's form).
+        eps_uses_new_d: scale ``ε`` by ``d_{k+1}`` instead of ``d_k`` (the authors' code and
+            optax).
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx
@@ -288,8 +291,8 @@ class prodigy(GradientTransformation):
             _map(moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum), updates, 3
         )
         l1 = _l1(s, dt)
-        d_new = _new_estimate(d, self.estim_lr_coef * r, l1)
-        d_eps = (d_new if self.eps_uses_new_d else d) * self.eps
+        d_new = _new_estimate(d, jnp.asarray(self.estim_lr_coef, dt) * r, l1)
+        d_eps = (d_new if self.eps_uses_new_d else d) * jnp.asarray(self.eps, dt)
         wd = jnp.asarray(self.weight_decay, dt)
 
         def step(g, m, v, x):
