@@ -8,8 +8,9 @@ and plots the training-loss and test-accuracy curves to ``examples/modern_optimi
 Each learning rate is the one the README's "Recent optimizers" table records for the digits
 MLP, except PSGD-Kron's: its steps keep an RMS near the learning rate and do not shrink near
 the optimum, so over 40 epochs at the table's 3e-3 (which passes 95% after 8) its loss climbs
-again after epoch 10; 1e-3 is used here. Nothing else is tuned. Schedule-Free AdamW is evaluated at its averaged point
-(``schedule_free_eval_params``), its training loss is measured where the gradient is taken.
+again after epoch 10; 1e-3 is used here. Nothing else is tuned. Schedule-Free AdamW is
+evaluated at its averaged point (``schedule_free_eval_params``); its training loss is measured
+where the gradient is taken.
 
 Run it after ``make test`` (which installs matplotlib)::
 

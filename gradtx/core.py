@@ -292,6 +292,26 @@ def check_count(owner: str, name: str, value: Any, low: int = 0) -> None:
         raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
 
 
+def _seed_to_key(owner: str, name: str, seed: Any) -> Any:
+    """A ``random_seed`` argument as a PRNG key: an int becomes ``jax.random.PRNGKey(int)``;
+    a typed key or a raw ``uint32[2]`` key, ``None`` and traced values are returned as they
+    are; anything else is a ``TypeError`` naming ``owner`` and ``name``."""
+    if seed is None or isinstance(seed, jax.core.Tracer):
+        return seed
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return jax.random.PRNGKey(int(seed))
+    dt = getattr(seed, "dtype", None)
+    if dt is not None and (
+        jax.dtypes.issubdtype(dt, jax.dtypes.prng_key)
+        or (np.dtype(dt) == np.uint32 and np.ndim(seed) == 1)
+    ):
+        return seed
+    raise TypeError(
+        f"{owner}: {name} must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+        f"an int or None, got {seed!r}"
+    )
+
+
 def check_dtype(owner: str, name: str, value: Any) -> Any:
     """Normalise an optional dtype argument to a ``numpy.dtype`` (or ``None``)."""
     if value is None:

@@ -49,10 +49,13 @@ def accuracy(params, x, y) -> float:
     return float(jnp.mean(jnp.argmax(logits(params, x), -1) == y))
 
 
-def demo_accuracy(opt, *, epochs=40, batch=64, seed=0, pass_value=False, eval_params=None):
+def demo_accuracy(
+    opt, *, epochs=40, batch=64, seed=0, pass_value=False, pass_objective=False, eval_params=None
+):
     """Train ``make demo``'s own MLP (examples/digits_mlp.py: its data, model and loss) with
     ``opt`` for ``epochs`` of shuffled mini-batches in one jitted ``lax.scan``; return its test
-    accuracy. ``pass_value`` gives ``update`` the batch loss as ``value=`` (MoMo, Polyak);
+    accuracy. ``pass_value`` gives ``update`` the batch loss as ``value=`` (MoMo, Polyak),
+    ``pass_objective`` the batch loss function as ``obj_fn=`` (Sophia);
     ``eval_params(state, params)`` picks the parameters to evaluate (Schedule-Free)."""
     path = Path(__file__).parents[1] / "examples" / "digits_mlp.py"
     spec = importlib.util.spec_from_file_location("digits_mlp", path)
@@ -70,8 +73,12 @@ def demo_accuracy(opt, *, epochs=40, batch=64, seed=0, pass_value=False, eval_pa
     def train(params):
         def step(carry, b):
             p, s = carry
-            value, g = jax.value_and_grad(demo.loss_fn)(p, *b)
-            u, s = opt.update(g, s, p, **({"value": value} if pass_value else {}))
+            obj = lambda q: demo.loss_fn(q, *b)  # noqa: E731
+            value, g = jax.value_and_grad(obj)(p)
+            extra = {"value": value} if pass_value else {}
+            if pass_objective:
+                extra["obj_fn"] = obj
+            u, s = opt.update(g, s, p, **extra)
             return (gradtx.apply_updates(p, u), s), None
 
         (p, s), _ = jax.lax.scan(step, (params, opt.init(params)), (xb, yb))

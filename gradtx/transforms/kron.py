@@ -32,6 +32,7 @@ from gradtx import numerics as tree_lib
 from gradtx.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    _seed_to_key,
     _StaticFn,
     chain,
     check_count,
@@ -113,16 +114,6 @@ class KronState(NamedTuple):
     key: jax.Array
     mu: Any
     Qs_preconditioners: Any
-
-
-def _is_key(x: Any) -> bool:
-    """A PRNG key: a typed key array, or a raw ``uint32[2]`` key (``jax.random.PRNGKey``)."""
-    dt = getattr(x, "dtype", None)
-    if dt is None:
-        return False
-    if jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
-        return True
-    return np.dtype(dt) == np.uint32 and np.ndim(x) == 1
 
 
 def _diagonal_axes(shape: tuple, max_size: int, min_ndim: int, mode: str | None) -> list[bool]:
@@ -372,17 +363,8 @@ class scale_by_kron(GradientTransformation):
             value = getattr(self, name)
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 object.__setattr__(self, name, int(value))
-        seed = self.random_seed
-        if seed is None or isinstance(seed, jax.core.Tracer):
-            return
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            object.__setattr__(self, "random_seed", jax.random.PRNGKey(int(seed)))
-            return
-        if not _is_key(seed):
-            raise TypeError(
-                f"{owner}: random_seed must be a PRNG key (jax.random.key(0) or "
-                f"jax.random.PRNGKey(0)), an int or None, got {seed!r}"
-            )
+        seed = _seed_to_key(owner, "random_seed", self.random_seed)
+        object.__setattr__(self, "random_seed", seed)
 
     def _precond_dtype(self, leaf: Any) -> Any:
         return self.precond_dtype or tree_lib.compute_dtype(jnp.result_type(leaf))

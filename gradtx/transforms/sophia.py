@@ -14,7 +14,6 @@ Sophia is defined for real parameters only.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +28,7 @@ from gradtx.core import (
     ScalarOrSchedule,
     _as_member,
     _Foreign,
+    _seed_to_key,
     chain,
     check_count,
     check_decay,
@@ -76,16 +76,6 @@ class HutchinsonState(NamedTuple):
     """The PRNG key the next probe is drawn from (optax.contrib's layout)."""
 
     key: jax.Array
-
-
-def _is_key(x: Any) -> bool:
-    """A PRNG key: a typed key array, or a raw ``uint32`` key (``jax.random.PRNGKey``)."""
-    dt = getattr(x, "dtype", None)
-    if dt is None:
-        return False
-    if jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
-        return True
-    return np.dtype(dt) == np.uint32 and np.ndim(x) == 1
 
 
 @transform
@@ -138,17 +128,8 @@ class hutchinson_estimator_diag_hessian(GradientTransformation):
             raise ValueError(
                 f"{owner}: probe must be 'gaussian' or 'rademacher', got {self.probe!r}"
             )
-        seed = self.random_seed
-        if seed is None or isinstance(seed, jax.core.Tracer):
-            return
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            object.__setattr__(self, "random_seed", jax.random.PRNGKey(int(seed)))
-            return
-        if not _is_key(seed):
-            raise TypeError(
-                f"{owner}: random_seed must be a PRNG key (jax.random.key(0) or "
-                f"jax.random.PRNGKey(0)), an int or None, got {seed!r}"
-            )
+        seed = _seed_to_key(owner, "random_seed", self.random_seed)
+        object.__setattr__(self, "random_seed", seed)
 
     def init(self, params):
         key = jax.random.PRNGKey(0) if self.random_seed is None else self.random_seed
