@@ -19,6 +19,19 @@ def flat(tree) -> list[np.ndarray]:
     return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
 
 
+def moved(a, b) -> float:
+    """The largest absolute difference between two trees' leaves, in float64."""
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+def zeros_like_all(xs) -> list[np.ndarray]:
+    """NumPy zeros shaped like each array of ``xs`` (a reference's initial moments)."""
+    return [np.zeros_like(x) for x in xs]
+
+
 def run_library(
     opt, params0, grad, steps: int, dtype, *, lib: str = "gradtx", value_fn=None, apply=None
 ):

@@ -87,3 +87,12 @@ def count_compilations():
         yield counter
     finally:
         monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs_after_each_module():
+    # A worker process runs thousands of jitted steps; two CI workers crashed (segmentation
+    # faults in XLA) late in a run once the registry had ~100 cases. Dropping the compiled
+    # programs after each module keeps a worker's memory from growing all run long.
+    yield
+    jax.clear_caches()

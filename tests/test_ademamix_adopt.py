@@ -22,6 +22,8 @@ import optax
 import pytest
 from _digits import demo_accuracy
 from _stepping import assert_trees_close, run_library, run_numpy
+from _stepping import moved as _moved
+from _stepping import zeros_like_all as _zeros
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
 import gradtx
@@ -38,17 +40,6 @@ from gradtx.transforms.adam_relatives_2024 import (
 from gradtx.transforms.schedule_free import schedule_free_adamw, schedule_free_eval_params
 
 STEPS = 100
-
-
-def _zeros(xs):
-    return [np.zeros_like(x) for x in xs]
-
-
-def _moved(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    )
 
 
 # ----------------------------------------------------------------------------------------------

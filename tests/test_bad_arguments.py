@@ -234,6 +234,8 @@ KIND_OVERRIDES = {
     ("scale_by_optimistic_gradient", "beta"): "any",
     ("optimistic_gradient_descent", "beta"): "any",
     ("optimistic_adam_v2", "beta"): "any",
+    # PSGD-Kron's probability schedule: decay is a rate per step, not a decay factor
+    ("precond_update_prob_schedule", "decay"): "nonneg",
 }
 
 SKIP_FUNCTIONS = {

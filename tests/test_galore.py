@@ -24,6 +24,7 @@ import optax
 import pytest
 from _digits import demo_accuracy
 from _stepping import assert_trees_close, run_library, run_numpy
+from _stepping import moved as _moved
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
 import gradtx
@@ -59,13 +60,6 @@ def _problem(seed: int = 0, dtype=np.float64):
         return out
 
     return params, grad
-
-
-def _moved(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    )
 
 
 # ----------------------------------------------------------------------------------------------

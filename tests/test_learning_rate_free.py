@@ -23,6 +23,8 @@ import optax
 import pytest
 from _digits import demo_accuracy
 from _stepping import assert_trees_close, run_library, run_numpy
+from _stepping import moved as _moved
+from _stepping import zeros_like_all as _zeros
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
 import gradtx
@@ -36,17 +38,6 @@ from gradtx.transforms.learning_rate_free import (
 )
 
 STEPS = 100
-
-
-def _zeros(xs):
-    return [np.zeros_like(x) for x in xs]
-
-
-def _moved(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    )
 
 
 def _warmup(k):  # a learning-rate schedule of the step count, for gradtx and the references

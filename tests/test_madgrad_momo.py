@@ -29,6 +29,7 @@ import optax
 import pytest
 from _digits import demo_accuracy
 from _stepping import assert_trees_close, loss_value, run_library, run_numpy
+from _stepping import moved as _moved
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL, random_problem
 
 import gradtx
@@ -43,13 +44,6 @@ from gradtx.transforms.adam_relatives_2021 import (
 )
 
 STEPS = 100
-
-
-def _moved(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -645,6 +645,10 @@ _RUN2 = dict(init_value=0.1, peak_value=0.5, warmup_steps=10, decay_steps=50, en
 
 SCHEDULES: dict[str, list[Spec]] = {
     "constant_schedule": [Spec(lambda: gradtx.constant_schedule(0.3), "ends", 0, 0.3)],
+    # exp(−0.001 (n − 500)) falls below 0.03 between steps 4006 and 4007
+    "precond_update_prob_schedule": [
+        Spec(lambda: gradtx.precond_update_prob_schedule(), "ends", 4007, 0.03)
+    ],
     "polynomial_schedule": [
         Spec(lambda: gradtx.polynomial_schedule(1.0, 0.1, 2, 100, 20), "ends", 120, 0.1)
     ],

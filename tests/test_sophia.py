@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import pytest
 from _digits import demo_accuracy
+from _stepping import moved as _moved
 from conftest import F32_ORACLE_ATOL, F32_ORACLE_RTOL
 
 import gradtx
@@ -209,13 +210,6 @@ def _build(kw, **extra):
         clip_threshold=kw["rho"],
         update_interval=kw["k"],
         **extra,
-    )
-
-
-def _moved(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
     )
 
 

@@ -37,6 +37,7 @@ from gradtx.core import (
 )
 from gradtx.transforms.adaptive import scale_by_adam
 from gradtx.transforms.decay import add_decayed_weights
+from gradtx.transforms.muon import _broadcast_dims, _spec
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["GaLoreDimensionNumbers", "GaLoreState", "scale_by_galore", "galore"]
@@ -106,31 +107,8 @@ class _Layout(NamedTuple):
         return (self.b, *shape) if self.batch else shape
 
 
-def _axes(value: Any, shape: tuple) -> tuple:
-    ndim = len(shape)
-    axes = (value,) if isinstance(value, int | np.integer) else tuple(value)
-    for a in axes:
-        if not isinstance(a, int | np.integer) or isinstance(a, bool) or not -ndim <= a < ndim:
-            raise ValueError(
-                f"{_OWNER}: weight_dimension_numbers has axis {a!r}, out of range for a leaf of "
-                f"shape {shape}"
-            )
-    return tuple(int(a) % ndim for a in axes)
-
-
 def _layout(dims: Any, shape: tuple, rank: int, side: str) -> _Layout:
-    if len(shape) < 2:
-        raise ValueError(
-            f"{_OWNER}: weight_dimension_numbers gives a matrix layout for a leaf of shape "
-            f"{shape}; a matrix needs at least 2 dimensions"
-        )
-    red, out = _axes(dims.reduction_axis, shape), _axes(dims.output_axis, shape)
-    if not red or not out or len(set(red + out)) != len(red) + len(out):
-        raise ValueError(
-            f"{_OWNER}: weight_dimension_numbers for a leaf of shape {shape} must name distinct, "
-            f"non-empty reduction and output axes, got {dims}"
-        )
-    batch = tuple(a for a in range(len(shape)) if a not in red + out)
+    batch, red, out = _spec(_OWNER, dims, shape)  # Muon's axis rules and messages
     b = math.prod(shape[a] for a in batch)
     m, n = math.prod(shape[a] for a in red), math.prod(shape[a] for a in out)
     # the paper (Algorithm 2, "m ≤ n": P = U[:, :r], a left projector) puts P on the smaller
@@ -144,15 +122,6 @@ def _is_dims_leaf(x: Any) -> bool:
     return x is None or isinstance(x, GaLoreDimensionNumbers)
 
 
-class _Holder:
-    """Carries one leaf's dimension numbers through a tree map (not a pytree itself)."""
-
-    __slots__ = ("dims",)
-
-    def __init__(self, dims: Any):
-        self.dims = dims
-
-
 def _per_leaf_dims(dims: Any, tree: Any, leaves: list) -> list:
     """One ``GaLoreDimensionNumbers`` (or ``None``: not projected) per leaf of ``tree``."""
     if dims is None:  # optax's default: every 2-D leaf, as (in, out)
@@ -164,22 +133,7 @@ def _per_leaf_dims(dims: Any, tree: Any, leaves: list) -> list:
         return [value if x is not None and jnp.ndim(x) >= 2 else None for x in leaves]
     if value is None:
         return [None] * len(leaves)
-    try:
-        holders = jax.tree_util.tree_map(
-            lambda d, sub: jax.tree_util.tree_map(
-                lambda _: _Holder(d), sub, is_leaf=tree_lib.is_none
-            ),
-            value,
-            tree,
-            is_leaf=_is_dims_leaf,
-        )
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{_OWNER}: weight_dimension_numbers must have the structure of the params (or a "
-            f"prefix of it); got {jax.tree_util.tree_structure(value, is_leaf=_is_dims_leaf)} "
-            f"vs params {jax.tree_util.tree_structure(tree)}"
-        ) from e
-    return [h.dims for h in jax.tree_util.tree_leaves(holders)]
+    return _broadcast_dims(_OWNER, value, tree, _is_dims_leaf)
 
 
 def _check_dims(value: Any) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -39,11 +38,13 @@ from gradtx.core import (
     check_decay,
     check_dtype,
     check_range,
+    concrete_float,
     hyper,
     static_field,
     transform,
     user_facing,
 )
+from gradtx.schedules import BaseSchedule
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -60,9 +61,8 @@ _BALANCE_PROBABILITY = 0.01
 _MEMORY_SAVE_MODES = (None, "one_diag", "all_diag")
 
 
-def precond_update_prob_schedule(
-    max_prob: float = 1.0, min_prob: float = 0.03, decay: float = 0.001, flat_start: float = 500
-) -> Callable[[Any], jax.Array]:
+@transform
+class precond_update_prob_schedule(BaseSchedule):
     """PSGD-Kron's default probability of updating the preconditioner at step ``n``:
     ``p(n) = clip(max_prob · exp(−decay (n − flat_start)), min_prob, max_prob)``.
 
@@ -85,17 +85,26 @@ def precond_update_prob_schedule(
 
     Reference: Evan Walters, ``psgd_jax`` and ``kron_torch`` (github.com/evanatyourservice).
     """
-    owner = "precond_update_prob_schedule"
-    check_range(owner, "max_prob", max_prob, low=0.0, high=1.0)
-    check_range(owner, "min_prob", min_prob, low=0.0, high=1.0)
-    check_range(owner, "decay", decay, low=0.0)
-    check_range(owner, "flat_start", flat_start)
 
-    def schedule(n: Any) -> jax.Array:
-        n = jnp.asarray(n, jnp.float32)
-        return jnp.clip(max_prob * jnp.exp(-decay * (n - flat_start)), min_prob, max_prob)
+    max_prob: Any = 1.0
+    min_prob: Any = 0.03
+    decay: Any = 0.001
+    flat_start: Any = 500
 
-    return schedule
+    def _check(self):
+        owner = "precond_update_prob_schedule"
+        check_range(owner, "max_prob", self.max_prob, low=0.0, high=1.0)
+        check_range(owner, "min_prob", self.min_prob, low=0.0, high=1.0)
+        check_range(owner, "decay", self.decay, low=0.0)
+        check_range(owner, "flat_start", self.flat_start)
+        lo, hi = concrete_float(self.min_prob), concrete_float(self.max_prob)
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"{owner}: min_prob must be <= max_prob, got {lo} > {hi}")
+
+    def __call__(self, count: Any) -> jax.Array:
+        n = jnp.asarray(count, jnp.float32)
+        p = self.max_prob * jnp.exp(-self.decay * (n - self.flat_start))
+        return jnp.clip(p, self.min_prob, self.max_prob)
 
 
 _DEFAULT_PROBABILITY = _StaticFn(precond_update_prob_schedule())

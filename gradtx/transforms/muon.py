@@ -247,6 +247,27 @@ class _Holder:
         self.dims = dims
 
 
+def _broadcast_dims(owner: str, value: Any, tree: Any, is_dims_leaf: Any) -> list:
+    """``value``, a tree of dimension numbers with the structure of ``tree`` or a prefix of it,
+    as one entry per leaf of ``tree`` (``None`` leaves included). Shared by Muon and GaLore."""
+    try:
+        holders = jax.tree_util.tree_map(
+            lambda d, sub: jax.tree_util.tree_map(
+                lambda _: _Holder(d), sub, is_leaf=tree_lib.is_none
+            ),
+            value,
+            tree,
+            is_leaf=is_dims_leaf,
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{owner}: weight_dimension_numbers must have the structure of the params (or a "
+            f"prefix of it); got {jax.tree_util.tree_structure(value, is_leaf=is_dims_leaf)} "
+            f"vs params {jax.tree_util.tree_structure(tree)}"
+        ) from e
+    return [h.dims for h in jax.tree_util.tree_leaves(holders)]
+
+
 def _leaf_specs(owner: str, dims: Any, tree: Any) -> list:
     """One layout (or ``None``) per leaf of ``tree`` (``None`` leaves included), from the frozen
     ``weight_dimension_numbers`` argument."""
@@ -255,22 +276,7 @@ def _leaf_specs(owner: str, dims: Any, tree: Any) -> list:
     if _is_dims_leaf(value):
         per_leaf = [value] * len(leaves)
     else:
-        try:
-            holders = jax.tree_util.tree_map(
-                lambda d, sub: jax.tree_util.tree_map(
-                    lambda _: _Holder(d), sub, is_leaf=tree_lib.is_none
-                ),
-                value,
-                tree,
-                is_leaf=_is_dims_leaf,
-            )
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"{owner}: weight_dimension_numbers must have the structure of the params (or a "
-                f"prefix of it); got {jax.tree_util.tree_structure(value, is_leaf=_is_dims_leaf)} "
-                f"vs params {jax.tree_util.tree_structure(tree)}"
-            ) from e
-        per_leaf = [h.dims for h in jax.tree_util.tree_leaves(holders)]
+        per_leaf = _broadcast_dims(owner, value, tree, _is_dims_leaf)
     return [
         None if x is None else _spec(owner, d, tuple(jnp.shape(x)))
         for x, d in zip(leaves, per_leaf, strict=True)
