@@ -820,8 +820,8 @@ MUTATIONS += [
     M(
         "prodigy_eps_always_new_d",
         "transforms/learning_rate_free.py",
-        "d_eps = (d_new if self.eps_uses_new_d else d) * self.eps",
-        "d_eps = d_new * self.eps",
+        "d_eps = (d_new if self.eps_uses_new_d else d) * jnp.asarray(self.eps, dt)",
+        "d_eps = d_new * jnp.asarray(self.eps, dt)",
         Run("tests/test_learning_rate_free.py", "prodigy_matches"),
     ),
     M(
