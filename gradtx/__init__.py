@@ -39,6 +39,7 @@ from gradtx.partition import *
 from gradtx.safe_math import *
 from gradtx.safety import *
 from gradtx.schedules import *
+from gradtx.sharding import *
 from gradtx.transforms.adam_relatives_2021 import *
 from gradtx.transforms.adam_relatives_2024 import *
 from gradtx.transforms.adam_variants import *

@@ -114,7 +114,7 @@ class MultiSteps(GradientTransformation):
             gradient_step=jnp.zeros([], jnp.int32),
             inner_opt_state=self.opt.init(params),
             acc_grads=jax.tree_util.tree_map(
-                lambda p: jnp.zeros(jnp.shape(p), _acc_dtype(p, self.accumulator_dtype)), params
+                lambda p: tree_lib.full_like(p, 0, _acc_dtype(p, self.accumulator_dtype)), params
             ),
             skip_state=skip_state,
         )

@@ -160,6 +160,16 @@ def _leaf_dtype(leaf: Any) -> Any:
     return dtype if dtype is not None else jnp.result_type(leaf)
 
 
+def _place(value: Any, leaf: Any) -> jax.Array:
+    """``value`` as an array where the template's leaf is: on its devices, with its sharding
+    (an array's, or a ``jax.ShapeDtypeStruct``'s from :func:`gradtx.abstract_state`), so a
+    checkpoint saved on one mesh restores onto another."""
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.device_put(value, sharding)
+    return jnp.asarray(value)
+
+
 def load_state_dict(
     template: Any, mapping: Mapping[str, Any], *, sep: str = "/", strict: bool = True
 ) -> Any:
@@ -185,8 +195,10 @@ def load_state_dict(
     keys of the old layout are mapped onto the new one before they are matched.
 
     Args:
-        template: a state of the optimizer to load into, e.g. ``opt.init(params)`` or
-            ``jax.eval_shape(opt.init, params)``.
+        template: a state of the optimizer to load into, e.g. ``opt.init(params)``,
+            ``jax.eval_shape(opt.init, params)`` or, to restore onto a mesh,
+            :func:`gradtx.abstract_state`: each array is placed with its template leaf's
+            sharding when the leaf has one.
         mapping: the flat dict (or an ``np.load`` archive) made by :func:`state_dict`.
         sep: the separator used when the mapping was made.
         strict: when False, keys missing from the mapping keep the template's values (e.g.
@@ -235,5 +247,5 @@ def load_state_dict(
         raise ValueError(
             "load_state_dict: the mapping does not fit the template: " + "; ".join(parts)
         )
-    leaves = [jnp.asarray(loaded[k]) if k in loaded else leaf for k, leaf in named]
+    leaves = [_place(loaded[k], leaf) if k in loaded else leaf for k, leaf in named]
     return _repack(flat_template, jax.tree_util.tree_unflatten(treedef, leaves))

@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.shard_alike import shard_alike
 
 __all__ = [
     "is_none",
     "tree_map_none",
+    "full_like",
     "tree_zeros_like",
     "tree_full_like",
     "tree_zeros_like_output",
@@ -65,16 +67,32 @@ def tree_map_none(f: Any, *trees: Any) -> Any:
 _map = tree_map_none
 
 
+def full_like(x: Any, value: Any, dtype: Any = None) -> jax.Array:
+    """``value`` in the shape of ``x`` (in ``dtype``, else ``x``'s), sharded like ``x``.
+
+    State that mirrors a parameter must live on the parameter's devices with its sharding, also
+    when ``init`` runs under ``jax.jit``. A concrete array's sharding is copied directly. Under a
+    trace a constant has no operand to take a sharding from (XLA would leave it on one device),
+    so the result is tied to ``x`` with ``shard_alike``, which XLA resolves when it propagates
+    shardings.
+    """
+    dtype = dtype or _dtype(x)
+    shape = jnp.shape(x)
+    if isinstance(x, jax.core.Tracer):
+        return shard_alike(x, jnp.full_like(x, value, dtype=dtype))[1]
+    if isinstance(x, jax.Array):
+        return jnp.full_like(x, value, dtype=dtype)
+    return jnp.full(shape, value, dtype)
+
+
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
-    """Zeros shaped like each leaf, in ``dtype`` if given (else the leaf's dtype)."""
-    return _map(lambda x: None if x is None else jnp.zeros(jnp.shape(x), dtype or _dtype(x)), tree)
+    """Zeros shaped (and sharded) like each leaf, in ``dtype`` if given (else the leaf's)."""
+    return _map(lambda x: None if x is None else full_like(x, 0, dtype), tree)
 
 
 def tree_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
-    """``value`` broadcast to each leaf's shape, in ``dtype`` if given (else the leaf's)."""
-    return _map(
-        lambda x: None if x is None else jnp.full(jnp.shape(x), value, dtype or _dtype(x)), tree
-    )
+    """``value`` broadcast to each leaf's shape (and sharding), in ``dtype`` if given."""
+    return _map(lambda x: None if x is None else full_like(x, value, dtype), tree)
 
 
 def tree_zeros_like_output(fn: Any, *args: Any) -> Any:

@@ -333,20 +333,29 @@ def _scaled_global(leaves: list[Any], sq: jax.Array) -> jax.Array:
     if not xs:
         return jnp.sqrt(sq)
     groups: dict[Any, list[jax.Array]] = {}  # one vector per dtype: a reshape per leaf, no more
+    split = []  # sharded in their type (an Explicit mesh axis): kept whole, not raveled
     for x in xs:
-        groups.setdefault(x.dtype, []).append(jnp.ravel(x))
-    mags = jnp.concatenate(
-        [
-            jnp.abs(numerics.cast(jnp.concatenate(g), _wide(g[0], sq.dtype))).astype(sq.dtype)
-            for g in groups.values()
-        ]
-    )
-    m = jnp.max(mags)
+        if _split_in_type(x):
+            split.append(x)
+        else:
+            groups.setdefault(x.dtype, []).append(jnp.ravel(x))
+    parts = [jnp.concatenate(g) for g in groups.values()] + split
+    mags = [jnp.abs(numerics.cast(x, _wide(x, sq.dtype))).astype(sq.dtype) for x in parts]
+    if len(groups) > 1 and not split:
+        mags = [jnp.concatenate(mags)]
+    m = functools.reduce(jnp.maximum, [jnp.max(x) for x in mags])
     usable = (m > 0) & jnp.isfinite(m)
     down, up = _scales(m, usable)
-    s = jnp.sum(jnp.square(_times(mags, down)))
+    s = sum(jnp.sum(jnp.square(_times(x, down))) for x in mags)
     root = _times(jnp.sqrt(jnp.where(usable, s, jnp.ones_like(s))), up)
     return _pick(usable, root, m, sq)
+
+
+def _split_in_type(x: jax.Array) -> bool:
+    """Whether ``x`` is sharded in its type (over an Explicit mesh axis), so that raveling it
+    would need an output sharding; such leaves are reduced whole instead."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return bool(spec) and any(a is not None for a in spec)
 
 
 def _wide(x: jax.Array, real: Any) -> Any:

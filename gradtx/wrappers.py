@@ -25,6 +25,7 @@ from gradtx.core import (
     static_field,
     transform,
 )
+from gradtx.safe_math import _split_in_type
 from gradtx.transforms.momentum import EmaState
 
 __all__ = [
@@ -191,7 +192,19 @@ class conditionally_mask(_Conditional):
 
 
 def _ravel(tree: Any) -> jax.Array:
-    return ravel_pytree(tree)[0]
+    return _ravel_with_unravel(tree)[0]
+
+
+def _ravel_with_unravel(tree: Any) -> tuple[jax.Array, Any]:
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _split_in_type(x):
+            raise TypeError(
+                f"flatten: the leaf at {jax.tree_util.keystr(path)} is sharded over an Explicit "
+                f"mesh axis ({jax.typeof(x)}); one vector of every parameter would have to be "
+                "gathered on each device. Use the inner transform without flatten, or a mesh "
+                "with Auto axes"
+            )
+    return ravel_pytree(tree)
 
 
 @transform
@@ -225,7 +238,7 @@ class flatten(GradientTransformation):
 
     def update(self, updates, state, params=None, **extra_args):
         tree_lib.check_structure(updates, params, "flatten", "updates", "params")
-        flat, unravel = ravel_pytree(updates)
+        flat, unravel = _ravel_with_unravel(updates)
         flat_params = None if params is None else _ravel(params)
         new, state = self.inner.update(flat, state, flat_params, **extra_args)
         return unravel(new), state

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+# tests/multidevice runs in its own session on 8 simulated devices (tests/test_multidevice.py
+# starts it); the device count is fixed when JAX starts, so this session leaves it out.
+collect_ignore = [] if os.environ.get("GRADTX_MULTIDEVICE") else ["multidevice"]
+
 # Property-based tests: a bounded profile in CI (CI=true, set by .ci/run), a thorough one on
 # request (HYPOTHESIS_PROFILE=thorough), and a middle one for everyday local runs. Examples run
 # jitted optimizers, so there is no per-example deadline (the first example of a new tree

@@ -117,6 +117,8 @@ def muon(
     muon_weight_dimension_numbers: Any = None,
     consistent_rms: Any = None,
     orthogonalizer: Any = None,
+    mesh: Any = None,
+    mesh_axis: str | None = None,
 ) -> partition:
     """Muon: Momentum Orthogonalized by Newton–Schulz on the matrices, AdamW on the rest.
 
@@ -137,7 +139,8 @@ def muon(
     Args:
         learning_rate: ``α`` (a float or a schedule).
         ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov, adaptive, preconditioning,
-            orthogonalizer: see :class:`scale_by_muon` (``eps`` is AdamW's too).
+            orthogonalizer, mesh, mesh_axis: see :class:`scale_by_muon` (``eps`` is AdamW's
+            too).
         weight_decay: decoupled weight decay of the matrices (multiplied by ``α``).
         weight_decay_mask: which matrices decay (a tree of bools or a function).
         adam_b1, adam_b2, adam_eps_root, adam_weight_decay: AdamW's, for the other parameters.
@@ -174,6 +177,8 @@ def muon(
                     preconditioning=preconditioning,
                     weight_dimension_numbers=dims,
                     orthogonalizer=orthogonalizer,
+                    mesh=mesh,
+                    mesh_axis=mesh_axis,
                 ),
                 scale_by_shape(dims, consistent_rms),
                 add_decayed_weights(weight_decay, weight_decay_mask),

@@ -93,7 +93,7 @@ def _nu_init(params: Any, nu_dtype: Any, value: float = 0.0) -> Any:
         lambda p: (
             None
             if p is None
-            else jnp.full(jnp.shape(p), value, nu_dtype or tree_lib.real_dtype(jnp.result_type(p)))
+            else tree_lib.full_like(p, value, nu_dtype or tree_lib.real_dtype(jnp.result_type(p)))
         ),
         params,
     )

@@ -154,7 +154,7 @@ class scale_by_factored_rms(GradientTransformation):
             axes = self._axes(p)
             empty = jnp.zeros((), dt)
             if axes is None:
-                return empty, empty, jnp.zeros(shape, dt)
+                return empty, empty, tree_lib.full_like(p, 0, dt)
             small, large = axes
             row = jnp.zeros(tuple(n for i, n in enumerate(shape) if i != large), dt)
             col = jnp.zeros(tuple(n for i, n in enumerate(shape) if i != small), dt)
@@ -292,7 +292,7 @@ class scale_by_sm3(GradientTransformation):
                 )
             dt, shape = _stat_dtype(p), jnp.shape(p)
             if len(shape) < 2:
-                return jnp.zeros(shape, dt)
+                return tree_lib.full_like(p, 0, dt)
             return tuple(jnp.zeros((n,), dt) for n in shape)
 
         return ScaleBySM3State(

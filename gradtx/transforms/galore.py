@@ -354,10 +354,13 @@ class scale_by_galore(GradientTransformation):
             dt = jnp.result_type(x)
             if lay is None:
                 projectors.append(None)
-                proxies.append(jnp.zeros(jnp.shape(x), dt))
+                proxies.append(tree_lib.full_like(x, 0, dt))
             else:
                 projectors.append(jnp.zeros(lay.projector_shape(), dt))
-                proxies.append(jnp.zeros(lay.low_rank_shape(), dt))
+                low = lay.low_rank_shape()  # full size (and sharded like x) when the rank is
+                proxies.append(
+                    tree_lib.full_like(x, 0, dt) if low == jnp.shape(x) else jnp.zeros(low, dt)
+                )
         return GaLoreState(
             count=jnp.zeros([], jnp.int32),
             base_optimizer_state=self.base_optimizer.init(treedef.unflatten(proxies)),

@@ -391,6 +391,8 @@ class scale_by_kron(GradientTransformation):
             dt = self._precond_dtype(p)
             scale = jnp.asarray(self.preconditioner_init_scale, tree_lib.real_dtype(dt))
             scale = (scale ** (1.0 / len(shape))).astype(dt)
+            if jnp.ndim(p) == 1 and self._diagonal_axes(shape)[0]:  # mirrors p: sharded like it
+                return (tree_lib.full_like(p, scale, dt),)
             return tuple(
                 scale * (jnp.ones(d, dt) if diag else jnp.eye(d, dtype=dt))
                 for d, diag in zip(shape, self._diagonal_axes(shape), strict=True)

@@ -70,7 +70,7 @@ def _wide_zeros(params: Any, real: bool = False) -> Any:
         if p is None:
             return None
         dt = tree_lib.compute_dtype(jnp.result_type(p))
-        return jnp.zeros(jnp.shape(p), tree_lib.real_dtype(dt) if real else dt)
+        return tree_lib.full_like(p, 0, tree_lib.real_dtype(dt) if real else dt)
 
     return _map(zeros, params)
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.shard_alike import shard_alike
 
 from gradtx import numerics as tree_lib
 from gradtx.core import (
@@ -43,6 +44,7 @@ from gradtx.core import (
     transform,
 )
 from gradtx.safe_math import _roots
+from gradtx.sharding import _check_mesh_axis, _map_whole_matrices
 
 __all__ = [
     "MuonDimensionNumbers",
@@ -431,6 +433,58 @@ def _orthogonalize(
     return _from_matrices(z, spec, m.shape)
 
 
+def _orthogonalize_all(
+    ms: list,
+    specs: list,
+    coeffs: jax.Array,
+    ns_steps: int,
+    preconditioning: str,
+    eps: Any,
+    fn: Callable[[jax.Array], jax.Array] | None,
+    mesh: Any,
+    mesh_axis: str | None,
+    owner: str = "scale_by_muon",
+) -> list:
+    """:func:`_orthogonalize` of every leaf of ``ms`` with a layout (``None`` for the others).
+
+    With a ``mesh_axis``, the matrices of all leaves are stacked by shape and each device along
+    the axis orthogonalises whole matrices (:func:`gradtx.sharding._map_whole_matrices`),
+    instead of every device taking part in every matrix product of a sharded matrix.
+    """
+    if mesh_axis is None:
+        return [
+            None
+            if m is None or spec is None
+            else _orthogonalize(m, spec, coeffs, ns_steps, preconditioning, eps, fn, owner)
+            for m, spec in zip(ms, specs, strict=True)
+        ]
+    todo = [
+        i
+        for i, (m, spec) in enumerate(zip(ms, specs, strict=True))
+        if m is not None and spec is not None
+    ]
+    mats = [_to_matrices(ms[i], specs[i]) for i in todo]
+
+    def local(batch: jax.Array, c: jax.Array) -> jax.Array:
+        if fn is None:
+            return _newton_schulz(
+                batch, c.astype(tree_lib.real_dtype(batch.dtype)), ns_steps, preconditioning, eps
+            )
+        z = jax.vmap(fn)(batch)
+        if z.shape != batch.shape:
+            raise ValueError(
+                f"{owner}: orthogonalizer must return a matrix of the shape it is given, got "
+                f"{z.shape[1:]} for {batch.shape[1:]}"
+            )
+        return z.astype(batch.dtype)
+
+    done = _map_whole_matrices(local, mats, (coeffs,), mesh, mesh_axis)
+    out: list = [None] * len(ms)
+    for i, z in zip(todo, done, strict=True):  # back in the layout (and sharding) of the input
+        out[i] = shard_alike(ms[i], _from_matrices(z, specs[i], ms[i].shape))[1]
+    return out
+
+
 def _check_ns(owner: str, obj: Any) -> None:
     """Validate and normalise the orthogonaliser options shared by Muon and NorMuon."""
     object.__setattr__(obj, "ns_coeffs", _coeffs(owner, obj.ns_coeffs))
@@ -612,6 +666,13 @@ class scale_by_muon(GradientTransformation):
         orthogonalizer: a function ``matrix -> matrix`` used instead of Newton–Schulz (called
             on each ``(reduction, output)`` matrix, under ``vmap`` for a batch), e.g. the exact
             polar factor ``lambda m: (lambda u, s, vt: u @ vt)(*jnp.linalg.svd(m, False))``.
+        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to orthogonalise
+            whole matrices on separate devices: the matrices of every leaf are stacked by shape
+            (zero-padded to a multiple of the axis size) and split along ``mesh_axis`` with
+            ``shard_map``, each device runs the iteration on the matrices it holds and the
+            results are gathered. Without them, a matrix sharded over devices (FSDP) is
+            orthogonalised by all of them together, with collectives inside every iteration.
+            The numbers are the same either way.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -639,9 +700,12 @@ class scale_by_muon(GradientTransformation):
     preconditioning: str = static_field("frobenius", kw_only=True)
     weight_dimension_numbers: Any = static_field(None, kw_only=True)
     orthogonalizer: Any = static_field(None, kw_only=True)
+    mesh: Any = static_field(None, kw_only=True)
+    mesh_axis: str | None = static_field(None, kw_only=True)
 
     def _check(self):
         _check_ns("scale_by_muon", self)
+        _check_mesh_axis("scale_by_muon", self.mesh, self.mesh_axis)
         check_decay("scale_by_muon", "beta", self.beta)
         object.__setattr__(
             self, "mu_dtype", check_dtype("scale_by_muon", "mu_dtype", self.mu_dtype)
@@ -663,31 +727,37 @@ class scale_by_muon(GradientTransformation):
         specs = _leaf_specs("scale_by_muon", self.weight_dimension_numbers, updates)
         g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=tree_lib.is_none)
         m_leaves = treedef.flatten_up_to(state.mu)
-        out, mus = [], []
-        for g, m, spec in zip(g_leaves, m_leaves, specs, strict=True):
+        m_hats, mus = [], []
+        for g, m in zip(g_leaves, m_leaves, strict=True):
             if g is None:
-                out.append(None)
+                m_hats.append(None)
                 mus.append(None)
                 continue
             g = tree_lib.as_array(g)
             m = tree_lib.ema_leaf(g, m, b, one_minus_b)
-            cd = _cd(g.dtype, m.dtype)
-            m_hat = _m_hat(g, m, k_m, k_g, cd)
-            u = m_hat
-            if spec is not None:
-                u = _orthogonalize(
-                    m_hat,
-                    spec,
-                    state.ns_coeffs,
-                    self.ns_steps,
-                    self.preconditioning,
-                    self.eps,
-                    self.orthogonalizer,
-                )
-                if self.adaptive:
-                    u = jnp.sum(jnp.conj(m_hat) * u) * u
-            out.append(tree_lib.cast(u, g.dtype))
+            m_hats.append(_m_hat(g, m, k_m, k_g, _cd(g.dtype, m.dtype)))
             mus.append(m)
+        orth = _orthogonalize_all(
+            m_hats,
+            specs,
+            state.ns_coeffs,
+            self.ns_steps,
+            self.preconditioning,
+            self.eps,
+            self.orthogonalizer,
+            self.mesh,
+            self.mesh_axis,
+        )
+        out = []
+        for g, m_hat, u in zip(g_leaves, m_hats, orth, strict=True):
+            if g is None:
+                out.append(None)
+                continue
+            if u is None:  # not a matrix
+                u = m_hat
+            elif self.adaptive:
+                u = jnp.sum(jnp.conj(m_hat) * u) * u
+            out.append(tree_lib.cast(u, jnp.result_type(g)))
         return treedef.unflatten(out), MuonState(
             count=count, mu=treedef.unflatten(mus), ns_coeffs=state.ns_coeffs
         )

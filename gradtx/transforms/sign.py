@@ -121,7 +121,7 @@ class scale_by_rprop(GradientTransformation):
                     f"signs of successive gradients), got dtype {jnp.result_type(p)}"
                 )
             dt = tree_lib.real_dtype(jnp.result_type(p))
-            return jnp.full(jnp.shape(p), self.learning_rate, dt)
+            return tree_lib.full_like(p, self.learning_rate, dt)
 
         return ScaleByRpropState(
             step_sizes=_map(steps, params), prev_signs=tree_lib.tree_zeros_like(params)

@@ -277,7 +277,8 @@ class scale_by_soap(GradientTransformation):
             bases = tuple(
                 jnp.eye(n, dtype=fd) if use else None for n, use in zip(shape, on, strict=True)
             )
-            return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), factors, bases
+            zeros = tree_lib.full_like(p, 0, dtype)  # sharded like p
+            return zeros, zeros, factors, bases
 
         mu, nu, factors, bases = _unzip(_map(leaf, params), params, 4)
         return SoapState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu, factors=factors, bases=bases)
