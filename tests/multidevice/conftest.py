@@ -3,6 +3,11 @@
 Run on its own with ``GRADTX_MULTIDEVICE=1 XLA_FLAGS=--xla_force_host_platform_device_count=8
 python -m pytest tests/multidevice``; the main session leaves this folder out (the device count
 is fixed when JAX starts, and the main session runs on one device).
+
+The training loops wait for each step (``jax.block_until_ready``) before dispatching the next:
+the simulated devices run on the host's thread pool, and two programs in flight, each with
+threads waiting at a collective for all 8 devices, can starve each other until XLA aborts
+("Expected 8 threads to join the rendezvous"). One program at a time never does.
 """
 
 import sys

@@ -80,7 +80,7 @@ def _sharded(opt, layout, steps=STEPS, params=None, state=None, start=0):
     batch = NamedSharding(MESH, P("data"))
     for t in range(start, start + steps):
         x, y = jax.device_put((xs[t], ys[t]), batch)
-        params, state, _ = step(params, state, x, y)
+        params, state, _ = jax.block_until_ready(step(params, state, x, y))  # see conftest
     return params, state, s_sh
 
 
