@@ -164,10 +164,11 @@ def _place(value: Any, leaf: Any) -> jax.Array:
     """``value`` as an array where the template's leaf is: on its devices, with its sharding
     (an array's, or a ``jax.ShapeDtypeStruct``'s from :func:`gradtx.abstract_state`), so a
     checkpoint saved on one mesh restores onto another."""
+    value = jnp.asarray(value)  # a copy: a NumPy buffer put on the CPU could be shared
     sharding = getattr(leaf, "sharding", None)
     if isinstance(sharding, jax.sharding.Sharding):
         return jax.device_put(value, sharding)
-    return jnp.asarray(value)
+    return value
 
 
 def load_state_dict(
