@@ -45,6 +45,13 @@ def _init_of(owner: str, opt: Any) -> Callable[[Any], Any]:
     )
 
 
+def _abstract_init(init: Callable[[Any], Any], params: Any) -> Any:
+    """The state's shapes and dtypes, from the params' alone (their shardings are not traced)."""
+    return jax.eval_shape(
+        init, jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
+    )
+
+
 def _param_shardings(owner: str, params: Any, shardings: Any, mesh: Any) -> list:
     """One ``Sharding`` per params leaf, from ``shardings`` or the leaves' own ``.sharding``."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -177,8 +184,7 @@ def state_sharding(
     init = _init_of(_OWNER, opt)
     p_shard = _param_shardings(_OWNER, params, shardings, mesh)
     p_leaves = jax.tree_util.tree_leaves(params)
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
-    state = jax.eval_shape(init, abstract)
+    state = _abstract_init(init, params)
     s_leaves, s_def = jax.tree_util.tree_flatten(state)
     owners = _owners(state, params)
 
@@ -264,8 +270,7 @@ def abstract_state(
         (4, 2)
     """
     sh = state_sharding(opt, params, shardings, mesh=mesh, zero_axis=zero_axis)
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
-    state = jax.eval_shape(_init_of("abstract_state", opt), abstract)
+    state = _abstract_init(_init_of("abstract_state", opt), params)
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, sh
     )

@@ -84,8 +84,9 @@ def test_leaves_of_other_shapes_are_replicated():
         for leaf, s in leaves:
             if leaf.shape not in params_shapes:
                 assert tuple(s.spec) == (), (type(opt).__name__, leaf.shape, s.spec)
-            else:  # SOAP's own Adam moments, Adafactor's unfactored vectors
-                assert tuple(s.spec) in {("model",), (None, "model"), ()}
+    soap = gradtx.state_sharding(gradtx.soap(1e-3), _params(), SPECS, mesh=MESH)
+    assert tuple(soap[0].mu["dense"]["w"].spec) == ("model",)  # SOAP's own Adam moments
+    assert tuple(soap[0].nu["head"]["w"].spec) == (None, "model")
 
 
 def test_masked_and_partitioned_states_find_their_parameters_by_path():
