@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 simulated devices; the second flag keeps their collectives in one order (XLA's CPU scheduler
+# may otherwise start independent collectives in different orders on different simulated
+# devices, and they wait for each other for ever). Accelerators need neither flag.
+os.environ.setdefault(
+    "XLA_FLAGS",
+    "--xla_force_host_platform_device_count=8 "
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+)
 
 import functools  # noqa: E402
 import re  # noqa: E402

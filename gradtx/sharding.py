@@ -294,38 +294,69 @@ def _check_mesh_axis(owner: str, mesh: Any, mesh_axis: Any) -> None:
 
 
 def _map_whole_matrices(
-    fn: Callable[..., jax.Array], mats: list, args: tuple, mesh: Any, axis: str
+    fn: Callable[..., Any], items: list, args: tuple, mesh: Any, axis: str, gather: bool = False
 ) -> list:
-    """``fn(batch, *args)`` on every stack of matrices in ``mats`` (arrays ``(B_i, r, o)``), with
-    whole matrices given to the devices along mesh ``axis``.
+    """``fn(batch, *args)`` on every stack of items in ``items``, with whole items given to the
+    devices along mesh ``axis``.
 
-    Matrices of one shape and dtype are stacked into one batch, padded with zero matrices to a
-    multiple of the axis size and split along the batch over ``axis`` (``shard_map``), so each
-    device runs ``fn`` on the matrices it holds entirely: the iteration needs no communication,
-    and only its results are gathered back to the parameters' layout. ``fn`` must map a zero
-    matrix to a finite result and treat the matrices of a batch independently; ``args`` are
-    replicated.
+    An item is an array ``(B_i, …)`` or a pytree of them sharing the batch ``B_i`` (a matrix
+    and its factors, say). Items of one structure, shapes and dtypes are stacked into one batch,
+    padded to a multiple of the axis size with copies of the group's last matrix and split along
+    the batch over ``axis`` (``shard_map``), so each device runs ``fn`` on the matrices it holds
+    entirely: the computation needs no communication, and only its results are gathered back.
+    ``fn`` must treat the members of a batch independently and return arrays (or a pytree of
+    them) with the batch as leading axis; ``args`` are replicated. The padding repeats real
+    matrices, so whatever ``fn`` computes on them (and its derivative) is finite where the
+    members' is. With ``gather``, each device gets every result (one all-gather per output of a
+    stack, for results that are replicated or that each device slices its share from);
+    otherwise the results stay split along ``axis`` for XLA to move where they are used.
     """
     groups: dict[Any, list[int]] = {}
-    for i, y in enumerate(mats):
-        groups.setdefault((y.shape[1:], jnp.result_type(y)), []).append(i)
+    for i, item in enumerate(items):
+        leaves, treedef = jax.tree_util.tree_flatten(item)
+        key = (treedef, tuple((y.shape[1:], jnp.result_type(y)) for y in leaves))
+        groups.setdefault(key, []).append(i)
     n = mesh.shape[axis]
-    out: list = [None] * len(mats)
+    out: list = [None] * len(items)
     arg_specs = (PartitionSpec(),) * len(args)
+
+    def gathered(*a: Any) -> Any:
+        out = fn(*a)
+        return jax.tree_util.tree_map(lambda r: jax.lax.all_gather(r, axis, tiled=True), out)
+
     local = jax.shard_map(
-        fn, mesh=mesh, in_specs=(PartitionSpec(axis), *arg_specs), out_specs=PartitionSpec(axis)
+        gathered if gather else fn,
+        mesh=mesh,
+        in_specs=(PartitionSpec(axis), *arg_specs),
+        out_specs=PartitionSpec() if gather else PartitionSpec(axis),
+        check_vma=not gather,  # an all-gather's result is the same on every device
     )
-    for members in groups.values():
-        parts = [mats[i] for i in members]
+
+    def stack(*parts: jax.Array) -> jax.Array:
         total = sum(p.shape[0] for p in parts)
-        pad = -total % n
-        if pad:
-            parts.append(jnp.zeros((pad, *parts[0].shape[1:]), parts[0].dtype))
-        stack = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
-        result = local(stack, *args)
+        last = parts[-1][-1:]
+        pad = [jnp.broadcast_to(last, (-total % n, *last.shape[1:]))] if total % n else []
+        parts = [*parts, *pad]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    for members in groups.values():
+        result = local(jax.tree_util.tree_map(stack, *[items[i] for i in members]), *args)
         start = 0
         for i in members:
-            size = mats[i].shape[0]
-            out[i] = result[start : start + size]
+            size = jax.tree_util.tree_leaves(items[i])[0].shape[0]
+            out[i] = jax.tree_util.tree_map(lambda r, a=start, b=start + size: r[a:b], result)
             start += size
     return out
+
+
+def _each_whole(fn: Callable[..., Any], items: list[tuple], mesh: Any, axis: str | None) -> list:
+    """``fn(*item)`` for every item (a tuple of arrays or of pytrees of them): one after another
+    without a mesh ``axis``; with one, batched (``jax.vmap``) over stacks of items given whole to
+    the devices along ``axis`` (:func:`_map_whole_matrices`), every device getting every result."""
+    if axis is None:
+        return [fn(*item) for item in items]
+    stacked = [jax.tree_util.tree_map(lambda x: x[None], item) for item in items]
+    done = _map_whole_matrices(
+        lambda batch: jax.vmap(fn)(*batch), stacked, (), mesh, axis, gather=True
+    )
+    return [jax.tree_util.tree_map(lambda r: r[0], d) for d in done]

@@ -27,7 +27,8 @@ def _env(**extra: str) -> dict:
 def test_eight_device_session_passes():
     env = _env(
         GRADTX_MULTIDEVICE="1",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8 "
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false",  # see multidevice/conftest.py
         JAX_PLATFORMS="cpu",
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice"]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.shard_alike import shard_alike
 
 from gradtx import numerics as tree_lib
 from gradtx.core import (
@@ -45,6 +46,7 @@ from gradtx.core import (
     user_facing,
 )
 from gradtx.schedules import BaseSchedule
+from gradtx.sharding import _check_mesh_axis, _each_whole
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -313,6 +315,14 @@ class scale_by_kron(GradientTransformation):
         max_update_rms: the bound ``c`` on each leaf's RMS (``None``: no bound).
         random_seed: the PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``; an int
             ``n`` stands for ``jax.random.PRNGKey(n)``; ``None`` for ``PRNGKey(0)``).
+        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to fit and apply
+            the preconditioner of whole leaves on separate devices: leaves with a triangular
+            factor are stacked by shape (with their momentum, factors and probe keys), split
+            along ``mesh_axis`` with ``shard_map``, each device runs the Lie-group step and
+            ``Qᴴ Q m̂`` on the leaves it holds, and the results are gathered back to the
+            parameters' layout. Without them, a leaf sharded over devices (FSDP) is fitted by
+            all of them together, with collectives inside every factor's products. The numbers
+            are the same either way.
 
     Example:
         >>> import jax.numpy as jnp
@@ -345,9 +355,12 @@ class scale_by_kron(GradientTransformation):
     momentum_into_precond_update: bool = static_field(True, kw_only=True)
     max_update_rms: Any = dataclasses.field(default=1.1, kw_only=True)
     random_seed: Any = dataclasses.field(default=None, kw_only=True)
+    mesh: Any = static_field(None, kw_only=True)
+    mesh_axis: str | None = static_field(None, kw_only=True)
 
     def _check(self):
         owner = "scale_by_kron"
+        _check_mesh_axis(owner, self.mesh, self.mesh_axis)
         check_decay(owner, "b1", self.b1)
         check_range(owner, "preconditioner_update_probability",
                     self.preconditioner_update_probability, low=0.0, high=1.0)  # fmt: skip
@@ -382,6 +395,17 @@ class scale_by_kron(GradientTransformation):
         return _diagonal_axes(
             shape, self.max_size_triangular, self.min_ndim_triangular, self.memory_save_mode
         )
+
+    def _finish(self, qs: tuple, m: jax.Array) -> jax.Array:
+        """The update of one leaf from its factors and debiased momentum: ``P m̂``, its RMS
+        bounded by ``max_update_rms``."""
+        if not m.size:
+            return m
+        u = _precondition(qs, m)
+        if self.max_update_rms is not None:
+            c = jnp.asarray(self.max_update_rms).astype(_real(u.dtype))
+            u = u / jnp.maximum(1, _scaled_rms(u) / c).astype(u.dtype)
+        return u
 
     def init(self, params):
         def factors(p):
@@ -449,30 +473,62 @@ class scale_by_kron(GradientTransformation):
             moms.append(mhat.reshape(shape))
             grads_in.append((mhat if self.momentum_into_precond_update else gq).reshape(shape))
 
+        lr = jnp.asarray(precond_lr)
+
+        def fit(qs, h, key, v_shape):
+            """One leaf's factors after this step's refit (rebalanced first if the coin says),
+            with a probe of the leaf's shape ``v_shape``."""
+            v = jax.random.normal(key, v_shape, h.dtype).reshape(h.shape)
+            new = _update_factors(_balance(qs, do_balance), h, v, lr.astype(_real(h.dtype)))
+            return tuple(tree_lib.cast(q, p.dtype) for q, p in zip(new, qs, strict=True))
+
+        # With a mesh axis, leaves with a triangular factor are refitted and preconditioned
+        # whole on separate devices (stacked by shape, shard_map); the rest stay where they are.
+        whole = [
+            i
+            for i, (h, qs) in enumerate(zip(grads_in, qss, strict=True))
+            if self.mesh_axis is not None
+            and h is not None
+            and h.size
+            and any(q.ndim == 2 for q in qs)
+        ]
+
         def refit(qss):
             out = []
             for i, (h, qs) in enumerate(zip(grads_in, qss, strict=True)):
-                if h is None or h.size == 0:  # nothing to fit on an empty leaf
+                if h is None or h.size == 0 or i in whole:  # nothing to fit on an empty leaf
                     out.append(qs)
                     continue
-                v = jax.random.normal(probe_keys[order[i]], jnp.shape(leaves[i]), h.dtype)
-                qs = _balance(qs, do_balance)
-                lr = jnp.asarray(precond_lr).astype(_real(h.dtype))
-                new = _update_factors(qs, h, v.reshape(h.shape), lr)
-                out.append(tuple(tree_lib.cast(q, p.dtype) for q, p in zip(new, qs, strict=True)))
+                out.append(fit(qs, h, probe_keys[order[i]], jnp.shape(leaves[i])))
             return out
 
         qss = lax.cond(do_update, refit, lambda q: list(q), list(qss))
 
+        def leaf_whole(m, h, key, qs):
+            h = m if h is None else h  # the momentum, unless fitting to the gradient
+            qs = lax.cond(do_update, lambda q: fit(q, h, key, h.shape), lambda q: q, qs)
+            return self._finish(qs, m), qs
+
+        into = self.momentum_into_precond_update
+        done = _each_whole(
+            leaf_whole,
+            [(moms[i], None if into else grads_in[i], probe_keys[order[i]], qss[i]) for i in whole],
+            self.mesh,
+            self.mesh_axis,
+        )
+        finished = dict(zip(whole, done, strict=True))
+
         out = []
-        for g, m, qs in zip(leaves, moms, qss, strict=True):
+        for i, (g, m, qs) in enumerate(zip(leaves, moms, qss, strict=True)):
             if g is None:
                 out.append(None)
                 continue
-            u = _precondition(qs, m) if m.size else m
-            if self.max_update_rms is not None and m.size:
-                c = jnp.asarray(self.max_update_rms).astype(_real(u.dtype))
-                u = u / jnp.maximum(1, _scaled_rms(u) / c).astype(u.dtype)
+            if i in finished:  # back in the layout of the momentum and the old factors
+                u, new_qs = finished[i]
+                u = shard_alike(m, u)[1]
+                qss[i] = tuple(shard_alike(a, b)[1] for a, b in zip(qs, new_qs, strict=True))
+            else:
+                u = self._finish(qs, m)
             out.append(tree_lib.cast(u.reshape(jnp.shape(g)), jnp.result_type(g)))
 
         return treedef.unflatten(out), KronState(
@@ -506,6 +562,8 @@ def kron(
     momentum_into_precond_update: bool = True,
     max_update_rms: Any = 1.1,
     random_seed: Any = None,
+    mesh: Any = None,
+    mesh_axis: str | None = None,
 ) -> chain:
     """PSGD-Kron: :class:`scale_by_kron`, decoupled :class:`add_decayed_weights`, then ``−η``:
     ``θ ← θ − η (u + λ θ)`` with ``u`` the clipped preconditioned momentum.
@@ -513,6 +571,7 @@ def kron(
     ``psgd_jax``'s ``kron`` with its argument order; the decay mask is ``mask`` (optax's name;
     ``psgd_jax`` calls it ``weight_decay_mask``). The update has RMS at most 1.1 per leaf, so
     learning rates are Adam's order (``psgd_jax`` suggests 3 to 10 times smaller than Adam's).
+    ``mesh`` and ``mesh_axis``: see :class:`scale_by_kron`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -541,6 +600,8 @@ def kron(
             momentum_into_precond_update=momentum_into_precond_update,
             max_update_rms=max_update_rms,
             random_seed=random_seed,
+            mesh=mesh,
+            mesh_axis=mesh_axis,
         ),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),

@@ -668,7 +668,7 @@ class scale_by_muon(GradientTransformation):
             polar factor ``lambda m: (lambda u, s, vt: u @ vt)(*jnp.linalg.svd(m, False))``.
         mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to orthogonalise
             whole matrices on separate devices: the matrices of every leaf are stacked by shape
-            (zero-padded to a multiple of the axis size) and split along ``mesh_axis`` with
+            (padded to a multiple of the axis size with copies) and split along ``mesh_axis`` with
             ``shard_map``, each device runs the iteration on the matrices it holds and the
             results are gathered. Without them, a matrix sharded over devices (FSDP) is
             orthogonalised by all of them together, with collectives inside every iteration.

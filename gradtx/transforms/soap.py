@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.shard_alike import shard_alike
 
 from gradtx import numerics as tree_lib
 from gradtx.core import (
@@ -42,6 +43,7 @@ from gradtx.core import (
 )
 from gradtx.numerics import tree_map_none as _map
 from gradtx.safe_math import _saturate
+from gradtx.sharding import _check_mesh_axis, _each_whole
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -133,18 +135,17 @@ def _eigenbasis(f: jax.Array) -> jax.Array:
     return v[:, ::-1]
 
 
-def _refresh(f: jax.Array, q: jax.Array, nu: jax.Array, axis: int) -> tuple:
+def _refresh(f: jax.Array, q: jax.Array) -> tuple:
     """One power-iteration step and a QR decomposition from the previous basis ``q``
-    (the paper's Algorithm 4), after sorting ``q``'s columns by ``diag(qᵀ f q)``, decreasing;
-    ``nu`` is permuted along ``axis`` with them. Returns the new basis and ``nu``."""
+    (the paper's Algorithm 4), after sorting ``q``'s columns by ``diag(qᵀ f q)``, decreasing.
+    Returns the new basis and the sorting permutation (the second moment follows it)."""
     fn = _normalised(f)
     fq = jnp.matmul(fn, q, precision=_HIGHEST)
     estimate = jnp.sum(q * fq, axis=0)  # diag(qᵀ f q)
     order = jnp.argsort(-estimate, stable=True)
-    nu = jnp.take(nu, order, axis=axis)
     power = jnp.matmul(fn, q[:, order], precision=_HIGHEST)
     q_new, _ = jnp.linalg.qr(power)
-    return q_new.astype(q.dtype), nu
+    return q_new.astype(q.dtype), order
 
 
 def _switch(index: jax.Array, branches: list, operand: Any) -> Any:
@@ -210,6 +211,12 @@ class scale_by_soap(GradientTransformation):
         precondition_frequency: refresh the eigenbases every this many steps (an integer >= 1).
         max_precond_dim: axes longer than this are not preconditioned.
         precondition_1d: precondition 1-D parameters too (a full ``n × n`` factor).
+        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to decompose whole
+            factors on separate devices: at the first update (``eigh``) and at each refresh
+            (power step and QR) the factors of every parameter are stacked by size and split
+            along ``mesh_axis`` with ``shard_map``; each device decomposes the factors it
+            holds and the new bases are gathered. Without them every device decomposes every
+            factor. The numbers are the same either way.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -234,9 +241,12 @@ class scale_by_soap(GradientTransformation):
     precondition_frequency: Any = 10
     max_precond_dim: int = static_field(10000)
     precondition_1d: bool = static_field(False)
+    mesh: Any = static_field(None, kw_only=True)
+    mesh_axis: str | None = static_field(None, kw_only=True)
 
     def _check(self):
         owner = "scale_by_soap"
+        _check_mesh_axis(owner, self.mesh, self.mesh_axis)
         check_decay(owner, "b1", self.b1)
         check_decay(owner, "b2", self.b2)
         check_range(owner, "shampoo_beta", self.shampoo_beta, high=1.0, high_open=True)
@@ -337,41 +347,54 @@ class scale_by_soap(GradientTransformation):
             _map(adam, updates, state.mu, state.nu, state.factors, state.bases), updates, 4
         )
 
+        mu_leaves, treedef = jax.tree_util.tree_flatten(mu, is_leaf=tree_lib.is_none)
+        # (leaf, axis) of every preconditioned axis: the factors and bases to decompose
+        where = [
+            (j, i)
+            for j, fs in enumerate(treedef.flatten_up_to(factors))
+            if mu_leaves[j] is not None
+            for i, f in enumerate(fs)
+            if f is not None
+        ]
+
+        def each_factor(fn, fs, qs):
+            """``fn(f, q)`` for every preconditioned axis (whole factors on separate devices
+            with a mesh axis), in the order of ``where``."""
+            items = [(fs[j][i], qs[j][i]) for j, i in where]
+            return _each_whole(fn, items, self.mesh, self.mesh_axis)
+
+        def rebuild(qs, new):
+            """The bases with the new ones in place, laid out as the old ones were."""
+            out = [list(x) if x is not None else None for x in qs]
+            for (j, i), q in zip(where, new, strict=True):
+                out[j][i] = shard_alike(qs[j][i], q)[1] if self.mesh_axis else q
+            return [tuple(x) if x is not None else None for x in out]
+
         def keep(operand):
             _, bases, mu, nu = operand
             return bases, mu, nu
 
         def first_bases(operand):
-            factors, _, mu, nu = operand
-
-            def leaf(m, fs):
-                if m is None:
-                    return None
-                return tuple(None if f is None else _eigenbasis(f) for f in fs)
-
-            return _map(leaf, mu, factors), mu, nu
+            factors, bases, mu, nu = operand
+            fs, qs = treedef.flatten_up_to(factors), treedef.flatten_up_to(bases)
+            new = each_factor(lambda f, q: _eigenbasis(f), fs, qs)
+            return treedef.unflatten(rebuild(qs, new)), mu, nu
 
         def refreshed_bases(operand):
             factors, bases, mu, nu = operand
-
-            def leaf(m, v, fs, qs):
-                if m is None:
-                    return None, None, None
-                new_qs = []
-                for i, (f, q) in enumerate(zip(fs, qs, strict=True)):
-                    if f is None:
-                        new_qs.append(None)
-                        continue
-                    q, v = _refresh(f, q, v, i)
-                    new_qs.append(q)
-                new_qs = tuple(new_qs)
+            fs, qs = treedef.flatten_up_to(factors), treedef.flatten_up_to(bases)
+            done = each_factor(_refresh, fs, qs)
+            new_qs = rebuild(qs, [q for q, _ in done])
+            ms, vs = treedef.flatten_up_to(mu), treedef.flatten_up_to(nu)
+            for (j, i), (_, order) in zip(where, done, strict=True):
+                vs[j] = jnp.take(vs[j], order, axis=i)  # ν's entries follow their directions
+            for j, m in enumerate(ms):
+                if m is None or new_qs[j] is None:
+                    continue
                 # M' = Q_oldᵀ M Q_old → Q_newᵀ M Q_new: back to the parameter's axes and in again
-                mc = tree_lib.cast(m, _factor_dtype(fs, m))
-                m_new = _project(_project(mc, qs, back=True), new_qs)
-                return new_qs, tree_lib.cast(m_new, m.dtype), v
-
-            new_bases, new_mu, new_nu = _unzip(_map(leaf, mu, nu, factors, bases), mu, 3)
-            return new_bases, new_mu, new_nu
+                mc = tree_lib.cast(m, _factor_dtype(fs[j], m))
+                ms[j] = tree_lib.cast(_project(_project(mc, qs[j], back=True), new_qs[j]), m.dtype)
+            return treedef.unflatten(new_qs), treedef.unflatten(ms), treedef.unflatten(vs)
 
         operand = (lax.stop_gradient(factors), lax.stop_gradient(state.bases), mu, nu)
         bases, mu, nu = _switch(mode, [keep, first_bases, refreshed_bases], operand)
@@ -400,6 +423,9 @@ def soap(
     max_precond_dim: int = 10000,
     precondition_1d: bool = False,
     mask: Any = None,
+    *,
+    mesh: Any = None,
+    mesh_axis: str | None = None,
 ) -> chain:
     """SOAP: :class:`scale_by_soap`, decoupled :class:`add_decayed_weights`, then ``−η``:
     ``θ ← θ − η (u + λ θ)``.
@@ -412,7 +438,8 @@ def soap(
     step (their code multiplies the already-updated weights by ``1 − η λ``, a difference of
     ``η² λ u``), and it also applies at the first update, where the SOAP step is zero (their
     code leaves the parameters untouched then). Their ``merge_dims``, ``normalize_grads``
-    and ``correct_bias=False`` options are not offered.
+    and ``correct_bias=False`` options are not offered. ``mesh`` and ``mesh_axis``: see
+    :class:`scale_by_soap`.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
@@ -429,7 +456,15 @@ def soap(
     """
     return chain(
         scale_by_soap(
-            b1, b2, shampoo_beta, eps, precondition_frequency, max_precond_dim, precondition_1d
+            b1,
+            b2,
+            shampoo_beta,
+            eps,
+            precondition_frequency,
+            max_precond_dim,
+            precondition_1d,
+            mesh=mesh,
+            mesh_axis=mesh_axis,
         ),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),

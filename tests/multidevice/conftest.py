@@ -8,6 +8,12 @@ The training loops wait for each step (``jax.block_until_ready``) before dispatc
 the simulated devices run on the host's thread pool, and two programs in flight, each with
 threads waiting at a collective for all 8 devices, can starve each other until XLA aborts
 ("Expected 8 threads to join the rendezvous"). One program at a time never does.
+
+Within one program the same can happen between independent collectives: XLA's CPU scheduler
+that optimises for concurrency may start them in different orders on different simulated
+devices (16 whole factors of SOAP, split 8 ways, hung every time). The session runs with
+``--xla_cpu_enable_concurrency_optimized_scheduler=false``, which keeps them in one order.
+Accelerators order their collectives and need neither.
 """
 
 import sys

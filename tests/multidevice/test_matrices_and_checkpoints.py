@@ -84,6 +84,96 @@ def test_muon_mesh_arguments_are_checked():
         gradtx.muon(0.1, mesh="data", mesh_axis="data")
 
 
+def decomposed_matrices(compiled_text: str) -> dict[str, int]:
+    """How many matrices one device hands to each LAPACK routine (eigh, QR, triangular solve) in
+    a compiled module: a batched call counts its batch."""
+    out: dict[str, int] = {}
+    for target, dims in re.findall(
+        r'custom_call_target="lapack_(\w+?)_ffi", operand_layout_constraints=\{\w+\[([\d,]*)\]',
+        compiled_text,
+    ):
+        shape = [int(d) for d in dims.split(",")]
+        target = target[1:]  # without the dtype's letter: syevd, geqrf, trsm
+        out[target] = out.get(target, 0) + int(np.prod(shape[:-2]))
+    return out
+
+
+WHOLE = {  # every step refreshes SOAP's bases and refits Kron's factors
+    "soap": lambda **kw: gradtx.scale_by_soap(precondition_frequency=1, **kw),
+    "kron": lambda **kw: gradtx.scale_by_kron(preconditioner_update_probability=1.0, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_soap_and_kron_on_whole_matrices_split_the_work_and_keep_the_numbers(name, x64):
+    # float64: in float32, one device and 8 sum the factors' products in different orders, and
+    # SOAP's first Adam steps in the rotated basis (entries of order 1) show it at 1e-4. Square
+    # matrices: a factor of a wide matrix is rank-deficient, its null-space basis arbitrary.
+    rng = np.random.default_rng(0)
+    shapes = [(64, 64)] * 6 + [(32, 32)] * 2  # 12 factors of 64x64 and 4 of 32x32
+    params = {
+        f"w{i}": jnp.asarray(rng.standard_normal(s), jnp.float64) for i, s in enumerate(shapes)
+    }
+    params = jax.device_put(params, NamedSharding(MESH, P("data")))  # FSDP
+    naive, whole = WHOLE[name](), WHOLE[name](mesh=MESH, mesh_axis="data")
+    states = {"naive": jax.jit(naive.init)(params), "whole": jax.jit(whole.init)(params)}
+    dev = jax.devices()[0]
+    host = jax.device_put(jax.device_get(params), dev)
+    one = naive.init(host)
+    one_step = jax.jit(naive.update)
+    steps = {"naive": jax.jit(naive.update), "whole": jax.jit(whole.update)}
+    for t in range(3):  # SOAP: eigh at the first step, power step and QR at the next two
+        grads = jax.tree_util.tree_map(lambda p, t=t: jnp.cos((t + 3) * p), params)
+        for key in ("naive", "whole"):
+            u, states[key] = jax.block_until_ready(steps[key](grads, states[key], params))
+            if key == "naive":
+                u_naive = u
+        u_one, one = one_step(jax.device_put(jax.device_get(grads), dev), one, host)
+        _close(u, u_naive)
+        _close(u, u_one)
+        _close(states["whole"], states["naive"])
+    texts = {k: f.lower(grads, states[k], params).compile().as_text() for k, f in steps.items()}
+    # Where the work went, per device. Naive: every one of the 16 factors. Whole: SOAP stacks
+    # factors by size, ceil(12/8) + ceil(4/8) = 3; Kron stacks leaves by shape, ceil(6/8) +
+    # ceil(2/8) = 2 leaves with 2 triangular factors each.
+    n, w = decomposed_matrices(texts["naive"]), decomposed_matrices(texts["whole"])
+    want = {"soap": {"syevd": 3, "geqrf": 3}, "kron": {"trsm": 4}}[name]
+    for r, k in want.items():
+        assert n[r] == 16 and w[r] == k, (r, n, w)
+    print(
+        name, "collectives naive", collectives(texts["naive"]), "whole", collectives(texts["whole"])
+    )
+
+
+def test_kron_on_whole_matrices_trains_as_on_one_device():
+    params, _, _ = _sharded(OPTIMIZERS["kron"](mesh=MESH, mesh_axis="data"), "fsdp")
+    _close(params, _reference("kron"))
+
+
+def test_soap_on_whole_matrices_trains_as_with_split_matrices(x64):
+    # Against the split form on the same mesh, not one device: the MLP's factors are
+    # rank-deficient (wide matrices, always-blank pixels), with clusters of tiny eigenvalues
+    # whose eigenvectors turn with the last bit of the factor, so an 8-device sum and a
+    # one-device sum (another order) give other bases there, and SOAP's Adam step, a
+    # normalised one, shows it at the step size (0.014 after one step, even in float64).
+    # The square matrices of the test above do match one device.
+    opt = OPTIMIZERS["soap"]
+    p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), _params0())
+    whole, _, _ = _sharded(opt(mesh=MESH, mesh_axis="data"), "fsdp", params=p64)
+    split, _, _ = _sharded(opt(), "fsdp", params=p64)
+    assert not np.allclose(split[0]["w"], p64[0]["w"], atol=1e-3)  # it trained
+    _close(whole, split)
+
+
+def test_soap_and_kron_mesh_arguments_are_checked():
+    with pytest.raises(ValueError, match="scale_by_soap: mesh and mesh_axis go together"):
+        gradtx.scale_by_soap(mesh=MESH)
+    with pytest.raises(ValueError, match=r"kron: mesh_axis must be an axis .*'model'"):
+        gradtx.kron(1e-3, mesh=MESH, mesh_axis="model")
+    with pytest.raises(TypeError, match="soap: mesh must be a jax.sharding.Mesh"):
+        gradtx.soap(mesh="data", mesh_axis="data")
+
+
 def test_every_optimizers_jitted_init_follows_the_parameters_and_state_sharding_agrees():
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("a", "b"))
     specs = {"w": P("b", "a"), "b": P("b"), "v": P(None, "a"), "s": P()}
