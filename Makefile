@@ -25,7 +25,7 @@ demo: $(STAMP_DEMO)
 test: $(STAMP_TEST)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q --durations=40
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff format .
