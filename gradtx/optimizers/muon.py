@@ -227,6 +227,8 @@ def normuon(
     adam_learning_rate: ScalarOrSchedule | None = None,
     normuon_weight_dimension_numbers: Any = None,
     orthogonalizer: Any = None,
+    mesh: Any = None,
+    mesh_axis: str | None = None,
 ) -> partition:
     """NorMuon: neuron-wise normalised Muon on the matrices, AdamW on the rest.
 
@@ -240,8 +242,8 @@ def normuon(
     Args:
         learning_rate: ``α`` (a float or a schedule).
         ns_coeffs, ns_steps, b1, b2, eps, rms_scale, mu_dtype, v_dtype, nesterov,
-            preconditioning, orthogonalizer: see :class:`scale_by_normuon` (``eps`` is AdamW's
-            too).
+            preconditioning, orthogonalizer, mesh, mesh_axis: see :class:`scale_by_normuon`
+            (``eps`` is AdamW's too).
         weight_decay: decoupled weight decay ``λ`` of the matrices (multiplied by ``α``).
         weight_decay_mask: which matrices decay (a tree of bools or a function).
         adam_b1, adam_b2, adam_eps_root, adam_weight_decay: AdamW's, for the other parameters.
@@ -279,6 +281,8 @@ def normuon(
                     preconditioning=preconditioning,
                     weight_dimension_numbers=dims,
                     orthogonalizer=orthogonalizer,
+                    mesh=mesh,
+                    mesh_axis=mesh_axis,
                 ),
                 add_decayed_weights(weight_decay, weight_decay_mask),
                 scale_by_learning_rate(learning_rate),

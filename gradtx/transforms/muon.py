@@ -859,6 +859,7 @@ class scale_by_normuon(GradientTransformation):
     Args:
         ns_coeffs, ns_steps, preconditioning, orthogonalizer: the orthogonaliser, as in
             :class:`scale_by_muon`.
+        mesh, mesh_axis: whole matrices on separate devices, as in :class:`scale_by_muon`.
         b1: momentum decay in [0, 1).
         b2: decay of the per-neuron second moment in [0, 1).
         eps: added to ``√v_t`` (and to the norm scaling the matrix before the iteration).
@@ -893,9 +894,12 @@ class scale_by_normuon(GradientTransformation):
     preconditioning: str = static_field("frobenius", kw_only=True)
     weight_dimension_numbers: Any = static_field(None, kw_only=True)
     orthogonalizer: Any = static_field(None, kw_only=True)
+    mesh: Any = static_field(None, kw_only=True)
+    mesh_axis: str | None = static_field(None, kw_only=True)
 
     def _check(self):
         _check_ns("scale_by_normuon", self)
+        _check_mesh_axis("scale_by_normuon", self.mesh, self.mesh_axis)
         _not_scheduled("scale_by_normuon", self, "b1", "b2", "rms_scale")
         check_decay("scale_by_normuon", "b1", self.b1)
         check_decay("scale_by_normuon", "b2", self.b2)
@@ -936,32 +940,39 @@ class scale_by_normuon(GradientTransformation):
         g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=tree_lib.is_none)
         m_leaves = treedef.flatten_up_to(state.mu)
         v_leaves = treedef.flatten_up_to(state.v)
-        out, mus, vs = [], [], []
-        for g, m, v, spec in zip(g_leaves, m_leaves, v_leaves, specs, strict=True):
+        m_hats, mus = [], []
+        for g, m in zip(g_leaves, m_leaves, strict=True):
             if g is None:
-                out.append(None)
+                m_hats.append(None)
                 mus.append(None)
-                vs.append(None)
                 continue
             g = tree_lib.as_array(g)
             m = tree_lib.ema_leaf(g, m, b1, one_minus_b1)
-            cd = _cd(g.dtype, m.dtype)
-            m_hat = _m_hat(g, m, k_m, k_g, cd)
+            m_hats.append(_m_hat(g, m, k_m, k_g, _cd(g.dtype, m.dtype)))
+            mus.append(m)
+        orth = _orthogonalize_all(
+            m_hats,
+            specs,
+            state.ns_coeffs,
+            self.ns_steps,
+            self.preconditioning,
+            self.eps,
+            self.orthogonalizer,
+            self.mesh,
+            self.mesh_axis,
+            "scale_by_normuon",
+        )
+        out, vs = [], []
+        for g, m_hat, o, v, spec in zip(g_leaves, m_hats, orth, v_leaves, specs, strict=True):
+            if g is None:
+                out.append(None)
+                vs.append(None)
+                continue
             if spec is None:
-                out.append(tree_lib.cast(m_hat, g.dtype))
-                mus.append(m)
+                out.append(tree_lib.cast(m_hat, jnp.result_type(g)))
                 vs.append(v)
                 continue
-            o = _orthogonalize(
-                m_hat,
-                spec,
-                state.ns_coeffs,
-                self.ns_steps,
-                self.preconditioning,
-                self.eps,
-                self.orthogonalizer,
-                "scale_by_normuon",
-            )
+            cd = m_hat.dtype
             o = _to_matrices(o, spec)  # (batch, inputs, outputs)
             v = tree_lib.as_array(v)
             rd = jnp.promote_types(tree_lib.real_dtype(cd), tree_lib.compute_dtype(v.dtype))
@@ -974,9 +985,8 @@ class scale_by_normuon(GradientTransformation):
             positive = rms > 0
             scale = jnp.where(positive, 1 / jnp.where(positive, rms, 1), 0)
             scale = tree_lib.smul(scale, tree_lib.Scalar(self.rms_scale))
-            u = _from_matrices(o_hat * scale.astype(o_hat.dtype), spec, g.shape)
-            out.append(tree_lib.cast(u, g.dtype))
-            mus.append(m)
+            u = _from_matrices(o_hat * scale.astype(o_hat.dtype), spec, jnp.shape(g))
+            out.append(tree_lib.cast(u, jnp.result_type(g)))
             vs.append(v_new)
         return treedef.unflatten(out), NorMuonState(
             mu=treedef.unflatten(mus), v=treedef.unflatten(vs), ns_coeffs=state.ns_coeffs

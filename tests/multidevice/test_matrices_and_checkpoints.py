@@ -75,6 +75,14 @@ def test_muon_on_whole_matrices_trains_as_on_one_device(layout):
     _close(params, _reference("muon"))
 
 
+def test_normuon_on_whole_matrices_trains_as_on_one_device():
+    opt = OPTIMIZERS["normuon"](mesh=MESH, mesh_axis="data")
+    params, _, _ = _sharded(opt, "fsdp")
+    ref = _reference("normuon")
+    assert not np.allclose(ref[0]["w"], _params0()[0]["w"], atol=1e-3)  # it trained
+    _close(params, ref)
+
+
 def test_muon_mesh_arguments_are_checked():
     with pytest.raises(ValueError, match="scale_by_muon: mesh and mesh_axis go together"):
         gradtx.scale_by_muon(mesh=MESH)

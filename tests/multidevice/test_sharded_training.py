@@ -34,6 +34,7 @@ OPTIMIZERS = {
         _labels,
     ),
     "muon": lambda **kw: gradtx.muon(0.02, **kw),
+    "normuon": lambda **kw: gradtx.normuon(0.02, **kw),
     "soap": lambda **kw: gradtx.soap(3e-3, precondition_frequency=5, **kw),
     "kron": lambda **kw: gradtx.kron(1e-3, **kw),
 }
