@@ -9,7 +9,7 @@ shape (``staircase``, ``mode``, ``decay_shape``, ``interpolate_type``) are stati
 Every schedule is called as ``schedule(count)`` on a Python int, a concrete or traced integer
 array (of any shape: ``schedule(jnp.arange(100))`` gives the whole curve), and can be passed
 wherever gradtx accepts a hyperparameter. Names and arguments follow optax where optax has the
-schedule; the formulas are those of ``reference/ALGORITHMS.md`` section 2.
+schedule; each schedule's docstring gives its formula.
 
 Step counts and arguments past int32 (``decay_steps=3_000_000_000``, an int64 count under
 ``jax_enable_x64``, a Python int or float count) work: a step argument of ``2**31`` or more is
@@ -550,7 +550,7 @@ class inverse_time_decay(BaseSchedule):
     Args:
         init_value: ``α_0``.
         decay_steps: ``T > 0``.
-        decay_rate: ``r >= 0`` (``β = r / T`` in ALGORITHMS.md's ``α_0 / (1 + β t)``).
+        decay_rate: ``r >= 0`` (the form ``α_0 / (1 + β t)`` of course notes has ``β = r / T``).
         staircase: floor ``t / T`` (static).
 
     Example:

@@ -1,4 +1,4 @@
-"""The classic optimizers (ALGORITHMS.md section 1): compositions of transforms, optax's names.
+"""The classic optimizers (SGD to Adam and its variants): compositions of transforms, optax's names.
 
 Each returns a :class:`gradtx.chain`; its hyperparameters are pytree leaves of that chain.
 The math lives on the transforms each one composes.
