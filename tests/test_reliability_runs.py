@@ -368,9 +368,9 @@ def test_ten_jitted_steps_are_bit_identical(case):
     _WARM[case.name] = second
 
 
-# Every third case (compiling all of them again took 40-75 s of CI); the randomised callables
-# all run, since their keys are what a fresh process could get wrong.
-FRESH_CASES = CASES[::3]
+# Every fifth case (compiling all of them again took 40-75 s of CI, every third 31-46 s); the
+# randomised callables all run, since their keys are what a fresh process could get wrong.
+FRESH_CASES = CASES[::5]
 
 
 def test_fresh_process_gives_the_same_bits(tmp_path):

@@ -320,9 +320,9 @@ class scale_by_kron(GradientTransformation):
             factor are stacked by shape (with their momentum, factors and probe keys), split
             along ``mesh_axis`` with ``shard_map``, each device runs the Lie-group step and
             ``Qᴴ Q m̂`` on the leaves it holds, and the results are gathered back to the
-            parameters' layout. Without them, a leaf sharded over devices (FSDP) is fitted by
-            all of them together, with collectives inside every factor's products. The numbers
-            are the same either way.
+            parameters' layout. Without them, XLA gathers each leaf split over devices (FSDP)
+            to every device, and every device fits every factor. The numbers are the same
+            either way.
 
     Example:
         >>> import jax.numpy as jnp
@@ -484,19 +484,20 @@ class scale_by_kron(GradientTransformation):
 
         # With a mesh axis, leaves with a triangular factor are refitted and preconditioned
         # whole on separate devices (stacked by shape, shard_map); the rest stay where they are.
-        whole = [
+        whole = {
             i
             for i, (h, qs) in enumerate(zip(grads_in, qss, strict=True))
             if self.mesh_axis is not None
             and h is not None
             and h.size
             and any(q.ndim == 2 for q in qs)
-        ]
+        }
 
         def refit(qss):
             out = []
             for i, (h, qs) in enumerate(zip(grads_in, qss, strict=True)):
-                if h is None or h.size == 0 or i in whole:  # nothing to fit on an empty leaf
+                # nothing to fit on an empty leaf; whole leaves are fitted on their device below
+                if h is None or h.size == 0 or i in whole:
                     out.append(qs)
                     continue
                 out.append(fit(qs, h, probe_keys[order[i]], jnp.shape(leaves[i])))
@@ -510,13 +511,17 @@ class scale_by_kron(GradientTransformation):
             return self._finish(qs, m), qs
 
         into = self.momentum_into_precond_update
+        ordered = sorted(whole)
         done = _each_whole(
             leaf_whole,
-            [(moms[i], None if into else grads_in[i], probe_keys[order[i]], qss[i]) for i in whole],
+            [
+                (moms[i], None if into else grads_in[i], probe_keys[order[i]], qss[i])
+                for i in ordered
+            ],
             self.mesh,
             self.mesh_axis,
         )
-        finished = dict(zip(whole, done, strict=True))
+        finished = dict(zip(ordered, done, strict=True))
 
         out = []
         for i, (g, m, qs) in enumerate(zip(leaves, moms, qss, strict=True)):
