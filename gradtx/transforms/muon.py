@@ -485,6 +485,23 @@ def _orthogonalize_all(
     return out
 
 
+def _orthogonalize_with(tx: Any, ms: list, specs: list, coeffs: jax.Array, owner: str) -> list:
+    """:func:`_orthogonalize_all` with the orthogonaliser options of the transform ``tx``
+    (Muon's or NorMuon's)."""
+    return _orthogonalize_all(
+        ms,
+        specs,
+        coeffs,
+        tx.ns_steps,
+        tx.preconditioning,
+        tx.eps,
+        tx.orthogonalizer,
+        tx.mesh,
+        tx.mesh_axis,
+        owner,
+    )
+
+
 def _check_ns(owner: str, obj: Any) -> None:
     """Validate and normalise the orthogonaliser options shared by Muon and NorMuon."""
     object.__setattr__(obj, "ns_coeffs", _coeffs(owner, obj.ns_coeffs))
@@ -620,6 +637,22 @@ def _m_hat(g: jax.Array, m: jax.Array, k_m: Any, k_g: Any, cd: Any) -> jax.Array
     return out
 
 
+def _momenta(g_leaves: list, m_leaves: list, b: Any, one_minus_b: Any, k_m: Any, k_g: Any):
+    """Every leaf's new momentum ``m ← b m + (1 − b) g`` and the matrix that is orthogonalised,
+    ``k_m m + k_g g`` (``None`` for masked-out leaves). Returns the two lists."""
+    mus, m_hats = [], []
+    for g, m in zip(g_leaves, m_leaves, strict=True):
+        if g is None:
+            mus.append(None)
+            m_hats.append(None)
+            continue
+        g = tree_lib.as_array(g)
+        m = tree_lib.ema_leaf(g, m, b, one_minus_b)
+        mus.append(m)
+        m_hats.append(_m_hat(g, m, k_m, k_g, _cd(g.dtype, m.dtype)))
+    return mus, m_hats
+
+
 def _cd(*dtypes: Any) -> Any:
     return jnp.promote_types(*[tree_lib.compute_dtype(d) for d in dtypes])
 
@@ -727,27 +760,8 @@ class scale_by_muon(GradientTransformation):
         specs = _leaf_specs("scale_by_muon", self.weight_dimension_numbers, updates)
         g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=tree_lib.is_none)
         m_leaves = treedef.flatten_up_to(state.mu)
-        m_hats, mus = [], []
-        for g, m in zip(g_leaves, m_leaves, strict=True):
-            if g is None:
-                m_hats.append(None)
-                mus.append(None)
-                continue
-            g = tree_lib.as_array(g)
-            m = tree_lib.ema_leaf(g, m, b, one_minus_b)
-            m_hats.append(_m_hat(g, m, k_m, k_g, _cd(g.dtype, m.dtype)))
-            mus.append(m)
-        orth = _orthogonalize_all(
-            m_hats,
-            specs,
-            state.ns_coeffs,
-            self.ns_steps,
-            self.preconditioning,
-            self.eps,
-            self.orthogonalizer,
-            self.mesh,
-            self.mesh_axis,
-        )
+        mus, m_hats = _momenta(g_leaves, m_leaves, b, one_minus_b, k_m, k_g)
+        orth = _orthogonalize_with(self, m_hats, specs, state.ns_coeffs, "scale_by_muon")
         out = []
         for g, m_hat, u in zip(g_leaves, m_hats, orth, strict=True):
             if g is None:
@@ -940,28 +954,8 @@ class scale_by_normuon(GradientTransformation):
         g_leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=tree_lib.is_none)
         m_leaves = treedef.flatten_up_to(state.mu)
         v_leaves = treedef.flatten_up_to(state.v)
-        m_hats, mus = [], []
-        for g, m in zip(g_leaves, m_leaves, strict=True):
-            if g is None:
-                m_hats.append(None)
-                mus.append(None)
-                continue
-            g = tree_lib.as_array(g)
-            m = tree_lib.ema_leaf(g, m, b1, one_minus_b1)
-            m_hats.append(_m_hat(g, m, k_m, k_g, _cd(g.dtype, m.dtype)))
-            mus.append(m)
-        orth = _orthogonalize_all(
-            m_hats,
-            specs,
-            state.ns_coeffs,
-            self.ns_steps,
-            self.preconditioning,
-            self.eps,
-            self.orthogonalizer,
-            self.mesh,
-            self.mesh_axis,
-            "scale_by_normuon",
-        )
+        mus, m_hats = _momenta(g_leaves, m_leaves, b1, one_minus_b1, k_m, k_g)
+        orth = _orthogonalize_with(self, m_hats, specs, state.ns_coeffs, "scale_by_normuon")
         out, vs = [], []
         for g, m_hat, o, v, spec in zip(g_leaves, m_hats, orth, v_leaves, specs, strict=True):
             if g is None:
