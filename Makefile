@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 
-.PHONY: demo test lint format bench bench-lbfgs mutation clean
+.PHONY: demo test lint format docs notebooks bench bench-lbfgs mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: $(STAMP_TEST)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q --durations=40
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The documentation site, from the docstrings and docs/ (strict: a broken link, a public name
+# without a docstring or an API entry fails the build); open site/index.html.
+docs: $(STAMP_TEST)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Re-runs every notebook at full size and writes its outputs in place (a few minutes).
+notebooks: $(STAMP_TEST)
+	$(BIN)/python scripts/run_notebooks.py
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff format .
@@ -43,4 +53,4 @@ mutation: $(STAMP_TEST)
 	$(BIN)/python scripts/mutation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build site *.egg-info

@@ -26,7 +26,12 @@ from gradtx.hyperparams import *
 from gradtx.lbfgs import *
 from gradtx.linalg import *
 from gradtx.linesearch import *
-from gradtx.losses import *
+from gradtx.losses.classification import *
+from gradtx.losses.ctc import *
+from gradtx.losses.divergence import *
+from gradtx.losses.ranking import *
+from gradtx.losses.regression import *
+from gradtx.losses.self_supervised import *
 from gradtx.microbatching import *
 from gradtx.minimize import *
 from gradtx.optimizers.adam_variants import *

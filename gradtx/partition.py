@@ -470,7 +470,8 @@ def group(
     Args:
         *patterns: glob patterns on the readable key path (see :class:`select`), or one
             :class:`select`.
-        ndim, where: further conditions, as in :class:`select`.
+        ndim: a further condition on the number of dimensions, as in :class:`select`.
+        where: a further condition on the leaf, as in :class:`select`.
         name: the group's label (its state is kept under it); default ``group<i>``.
         optimizer: a ready transform for this group, instead of overrides.
         lr_scale: multiply this group's updates by this factor (a leaf), after its optimizer:

@@ -798,12 +798,13 @@ class warmup_exponential_decay_schedule(BaseSchedule):
     """Linear warmup to ``peak_value`` over ``warmup_steps``, then :class:`exponential_decay`
     from ``peak_value`` (its step counted from the end of the warmup).
 
+    ``transition_steps``, ``decay_rate``, ``transition_begin``, ``staircase`` and ``end_value``: as
+    for :class:`exponential_decay`.
+
     Args:
         init_value: the value at step 0.
         peak_value: the value at the end of the warmup.
         warmup_steps: ``>= 0``.
-        transition_steps, decay_rate, transition_begin, staircase, end_value: as for
-            :class:`exponential_decay`.
 
     Example:
         >>> import gradtx

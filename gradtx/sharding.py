@@ -260,8 +260,8 @@ def abstract_state(
     The tree of ``jax.ShapeDtypeStruct``\\ s that describes a state without allocating it: the
     target of an orbax restore onto a mesh, or the input of ``jax.jit(...).lower``.
 
-    Args:
-        opt, params, shardings, mesh, zero_axis: as in :func:`state_sharding`.
+    Its arguments (``opt``, ``params``, ``shardings``, ``mesh``, ``zero_axis``) mean what they
+    mean for :func:`state_sharding`.
 
     Example:
         >>> import jax, jax.numpy as jnp, gradtx

@@ -272,11 +272,13 @@ def optimistic_adam_v2(
     here ``η`` scales the whole step and ``α, β`` are unitless; ``α = β = 1`` is the paper's
     ``2 r_t − r_{t−1}``. The Adam step is Nadam's (``nesterov=True``) by default, as in optax.
 
+    ``b1``, ``b2``, ``eps``, ``eps_root``, ``mu_dtype`` and ``nesterov``: as for
+    :class:`scale_by_adam`.
+
     Args:
         learning_rate: ``η`` (a float or a schedule of the step count).
         alpha: ``α``, the weight of the current step.
         beta: ``β``, the weight of the correction ``r_t − r_{t−1}``.
-        b1, b2, eps, eps_root, mu_dtype, nesterov: as for :class:`scale_by_adam`.
 
     Example:
         >>> import jax.numpy as jnp, gradtx

@@ -136,14 +136,17 @@ def muon(
     :class:`MuonDimensionNumbers` with ``None`` for the AdamW leaves, or a function of the params
     returning one.
 
+    ``ns_coeffs``, ``ns_steps``, ``beta``, ``eps``, ``mu_dtype``, ``nesterov``, ``adaptive``,
+    ``preconditioning``, ``orthogonalizer``, ``mesh`` and ``mesh_axis``: see :class:`scale_by_muon`
+    (``eps`` is AdamW's too).
+
+    ``adam_b1``, ``adam_b2``, ``adam_eps_root`` and ``adam_weight_decay``: AdamW's, for the other
+    parameters.
+
     Args:
         learning_rate: ``α`` (a float or a schedule).
-        ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov, adaptive, preconditioning,
-            orthogonalizer, mesh, mesh_axis: see :class:`scale_by_muon` (``eps`` is AdamW's
-            too).
         weight_decay: decoupled weight decay of the matrices (multiplied by ``α``).
         weight_decay_mask: which matrices decay (a tree of bools or a function).
-        adam_b1, adam_b2, adam_eps_root, adam_weight_decay: AdamW's, for the other parameters.
         adam_learning_rate: AdamW's learning rate (default: ``learning_rate``).
         muon_weight_dimension_numbers: which parameters are matrices, and their layout.
         consistent_rms: see :class:`scale_by_shape`.
@@ -239,14 +242,17 @@ def normuon(
     eps, adam_eps_root, mu_dtype, adam_weight_decay)``. The state is a
     :class:`gradtx.PartitionState` with the labels ``"normuon"`` and ``"adam"``.
 
+    ``ns_coeffs``, ``ns_steps``, ``b1``, ``b2``, ``eps``, ``rms_scale``, ``mu_dtype``, ``v_dtype``,
+    ``nesterov``, ``preconditioning``, ``orthogonalizer``, ``mesh`` and ``mesh_axis``: see
+    :class:`scale_by_normuon` (``eps`` is AdamW's too).
+
+    ``adam_b1``, ``adam_b2``, ``adam_eps_root`` and ``adam_weight_decay``: AdamW's, for the other
+    parameters.
+
     Args:
         learning_rate: ``α`` (a float or a schedule).
-        ns_coeffs, ns_steps, b1, b2, eps, rms_scale, mu_dtype, v_dtype, nesterov,
-            preconditioning, orthogonalizer, mesh, mesh_axis: see :class:`scale_by_normuon`
-            (``eps`` is AdamW's too).
         weight_decay: decoupled weight decay ``λ`` of the matrices (multiplied by ``α``).
         weight_decay_mask: which matrices decay (a tree of bools or a function).
-        adam_b1, adam_b2, adam_eps_root, adam_weight_decay: AdamW's, for the other parameters.
         adam_learning_rate: AdamW's learning rate (default: ``learning_rate``).
         normuon_weight_dimension_numbers: which parameters are matrices, and their layout (as
             ``muon_weight_dimension_numbers`` in :func:`muon`).

@@ -1,7 +1,7 @@
 """Adam's relatives: RAdam, AdaBelief, Yogi, Adan, NovoGrad and Lion.
 
 Each follows its paper's algorithm box by default. Where optax computes something else, a
-documented argument selects optax's numbers (see ``docs/readme/optimizers_adam_variants.md``).
+documented argument selects optax's numbers (the README's "What differs from optax" lists them).
 Divisions are carried out in at least float32 (:func:`gradtx.numerics.compute_dtype`) and cast
 back, so zero gradients in float16/bfloat16 give zero updates, not NaN.
 """

@@ -298,6 +298,14 @@ class scale_by_kron(GradientTransformation):
     Not included: ``psgd_jax``'s matmul precision options (gradtx uses the highest precision),
     scanned layers, and the later versions' dimension merging and block partitioning.
 
+    ``mesh`` and ``mesh_axis``: a ``jax.sharding.Mesh`` and one of its axis names, to fit and apply
+    the preconditioner of whole leaves on separate devices: leaves with a triangular factor are
+    stacked by shape (with their momentum, factors and probe keys), split along ``mesh_axis`` with
+    ``shard_map``, each device runs the Lie-group step and ``Qᴴ Q m̂`` on the leaves it holds, and
+    the results are gathered back to the parameters' layout. Without them, XLA gathers each leaf
+    split over devices (FSDP) to every device, and every device fits every factor. The numbers are
+    the same either way.
+
     Args:
         b1: decay of the momentum, in [0, 1) (0: no momentum).
         normalize_grads: divide each leaf's gradient by its norm first (``psgd_jax``'s option).
@@ -315,14 +323,6 @@ class scale_by_kron(GradientTransformation):
         max_update_rms: the bound ``c`` on each leaf's RMS (``None``: no bound).
         random_seed: the PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``; an int
             ``n`` stands for ``jax.random.PRNGKey(n)``; ``None`` for ``PRNGKey(0)``).
-        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to fit and apply
-            the preconditioner of whole leaves on separate devices: leaves with a triangular
-            factor are stacked by shape (with their momentum, factors and probe keys), split
-            along ``mesh_axis`` with ``shard_map``, each device runs the Lie-group step and
-            ``Qᴴ Q m̂`` on the leaves it holds, and the results are gathered back to the
-            parameters' layout. Without them, XLA gathers each leaf split over devices (FSDP)
-            to every device, and every device fits every factor. The numbers are the same
-            either way.
 
     Example:
         >>> import jax.numpy as jnp

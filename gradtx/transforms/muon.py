@@ -681,6 +681,13 @@ class scale_by_muon(GradientTransformation):
     applies the default layout of :func:`muon_dimension_numbers`. The iteration runs in at least
     float32 (bfloat16 momentum is orthogonalised in float32 and the update cast back).
 
+    ``mesh`` and ``mesh_axis``: a ``jax.sharding.Mesh`` and one of its axis names, to orthogonalise
+    whole matrices on separate devices: the matrices of every leaf are stacked by shape (padded to a
+    multiple of the axis size with copies) and split along ``mesh_axis`` with ``shard_map``, each
+    device runs the iteration on the matrices it holds and the results are gathered. Without them, a
+    matrix sharded over devices (FSDP) is orthogonalised by all of them together, with collectives
+    inside every iteration. The numbers are the same either way.
+
     Args:
         ns_coeffs: the Newton–Schulz coefficients: a triple, a sequence of triples (one per
             iteration, ``ns_steps`` then ignored), or ``"standard"`` / ``"dion"`` /
@@ -699,13 +706,6 @@ class scale_by_muon(GradientTransformation):
         orthogonalizer: a function ``matrix -> matrix`` used instead of Newton–Schulz (called
             on each ``(reduction, output)`` matrix, under ``vmap`` for a batch), e.g. the exact
             polar factor ``lambda m: (lambda u, s, vt: u @ vt)(*jnp.linalg.svd(m, False))``.
-        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to orthogonalise
-            whole matrices on separate devices: the matrices of every leaf are stacked by shape
-            (padded to a multiple of the axis size with copies) and split along ``mesh_axis`` with
-            ``shard_map``, each device runs the iteration on the matrices it holds and the
-            results are gathered. Without them, a matrix sharded over devices (FSDP) is
-            orthogonalised by all of them together, with collectives inside every iteration.
-            The numbers are the same either way.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -870,10 +870,12 @@ class scale_by_normuon(GradientTransformation):
     default ``ε = 1e-8`` the two differ by a relative ``O(ε / √v_t)``: only for a neuron whose
     update (nearly) vanishes.
 
+    ``ns_coeffs``, ``ns_steps``, ``preconditioning`` and ``orthogonalizer``: the orthogonaliser, as
+    in :class:`scale_by_muon`.
+
+    ``mesh`` and ``mesh_axis``: whole matrices on separate devices, as in :class:`scale_by_muon`.
+
     Args:
-        ns_coeffs, ns_steps, preconditioning, orthogonalizer: the orthogonaliser, as in
-            :class:`scale_by_muon`.
-        mesh, mesh_axis: whole matrices on separate devices, as in :class:`scale_by_muon`.
         b1: momentum decay in [0, 1).
         b2: decay of the per-neuron second moment in [0, 1).
         eps: added to ``√v_t`` (and to the norm scaling the matrix before the iteration).

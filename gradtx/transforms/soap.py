@@ -202,6 +202,12 @@ class scale_by_soap(GradientTransformation):
     differently (eager and jitted, or on two backends) can differ visibly. The authors' code
     does the same; a larger ``eps`` damps it.
 
+    ``mesh`` and ``mesh_axis``: a ``jax.sharding.Mesh`` and one of its axis names, to decompose
+    whole factors on separate devices: at the first update (``eigh``) and at each refresh (power
+    step and QR) the factors of every parameter are stacked by size and split along ``mesh_axis``
+    with ``shard_map``; each device decomposes the factors it holds and the new bases are gathered.
+    Without them every device decomposes every factor. The numbers are the same either way.
+
     Args:
         b1: Adam's decay of the first moment, in [0, 1).
         b2: Adam's decay of the second moment, in [0, 1).
@@ -211,12 +217,6 @@ class scale_by_soap(GradientTransformation):
         precondition_frequency: refresh the eigenbases every this many steps (an integer >= 1).
         max_precond_dim: axes longer than this are not preconditioned.
         precondition_1d: precondition 1-D parameters too (a full ``n × n`` factor).
-        mesh, mesh_axis: a ``jax.sharding.Mesh`` and one of its axis names, to decompose whole
-            factors on separate devices: at the first update (``eigh``) and at each refresh
-            (power step and QR) the factors of every parameter are stacked by size and split
-            along ``mesh_axis`` with ``shard_map``; each device decomposes the factors it
-            holds and the new bases are gathered. Without them every device decomposes every
-            factor. The numbers are the same either way.
 
     Example:
         >>> import jax.numpy as jnp, gradtx
