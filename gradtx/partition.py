@@ -316,7 +316,11 @@ multi_transform = partition
 def freeze(mask: Any) -> masked:
     """Zero the updates of the parameters the mask selects (they do not train).
 
-    ``masked(set_to_zero(), mask)``, as in optax.
+    ``masked(set_to_zero(), mask)``, as in optax. It zeroes what reaches it, so put it last
+    in the chain (after the optimizer) when the optimizer adds terms of its own: placed first,
+    ``chain(freeze(mask), adamw(...))`` still moves frozen parameters by AdamW's weight decay
+    ``−αλθ``, which is computed from the parameters, not the gradient. To keep no state for
+    frozen parameters either, use :func:`selective_transform`.
 
     Args:
         mask: a bool (freeze everything or nothing), a pytree of bools (or a prefix of the
