@@ -1,8 +1,9 @@
 """What the speed work must not break: the compiled eager path and the flat path.
 
-- eager ``update``/``apply_updates`` (compiled and cached) give the plain path's numbers for
-  every optimizer in the registry; a second call and a new learning rate compile nothing; the
-  switch turns the cache off; calls that cannot be compiled fall back to the plain path;
+- eager ``update``/``apply_updates`` (compiled and cached) and a jitted step give the plain
+  (op-by-op) path's numbers for every optimizer in the registry; a second call and a new
+  learning rate compile nothing; the switch turns the cache off; calls that cannot be compiled
+  fall back to the plain path;
 - ``gradtx.flat(opt)`` gives the tree path's numbers for every optimizer it accepts and refuses
   the others at construction, naming the transform; its ``state_dict`` is keyed by parameter;
 - every path (op by op, compiled eager, jit with the optimizer closed over or as an argument)
@@ -74,9 +75,28 @@ def _assert_close(a, b, rtol, atol=0.0):
 # Compiled eager calls.
 
 
+def _run_jitted(opt, case, params, steps=4):
+    """The same steps as ``_run``, each one jitted whole with the optimizer as an argument."""
+
+    @jax.jit
+    def step(opt, params, state, t):
+        g = _grads(params, t)
+        u, state = opt.update(g, state, params, **_extra(case, params, g))
+        return u, gradtx.apply_updates(params, u), state
+
+    state = opt.init(params)
+    history = []
+    for t in range(steps):
+        u, params, state = step(opt, params, state, jnp.asarray(t))
+        history.append((u, params))
+    return history, state
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_eager_compiled_equals_plain(case, x64):
-    # float64: the compiled and the op-by-op path agree to rounding (XLA fuses the same ops)
+def test_eager_compiled_and_jitted_equal_plain(case, x64):
+    # float64: the compiled eager path and a jitted step (optimizer as an argument) agree with
+    # the op-by-op path to rounding (XLA fuses the same ops). The op-by-op run, the costly one,
+    # serves both comparisons.
     params = _params(jnp.float64)
     with gradtx.eager_jit(False):
         plain, plain_state = _run(case.make(case.lr), case, params)
@@ -84,6 +104,9 @@ def test_eager_compiled_equals_plain(case, x64):
         fast, fast_state = _run(case.make(case.lr), case, params)
     _assert_close(fast, plain, rtol=1e-12, atol=1e-300)
     _assert_close(fast_state, plain_state, rtol=1e-12, atol=1e-300)
+    jitted, jitted_state = _run_jitted(case.make(case.lr), case, params)
+    _assert_close(jitted, plain, rtol=1e-10, atol=1e-12)
+    _assert_close(jitted_state, plain_state, rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture
