@@ -490,7 +490,9 @@ def minimize(
         options = _options.__wrapped__(
             method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print_every
         )
-    if not (isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.floating)):
+    if isinstance(x0, jax.Array) and jnp.issubdtype(x0.dtype, jnp.floating):
+        x0 = _strong(x0)
+    else:
         x0 = jax.tree_util.tree_map(_as_float, x0)
         if not jax.tree_util.tree_leaves(x0):
             raise ValueError("minimize: x0 has no array leaves")
@@ -544,9 +546,15 @@ def _options(method, tol, gtol, ftol, maxiter, maxfev, memory_size, maxls, print
     return options
 
 
+def _strong(x: jax.Array) -> jax.Array:
+    """``x`` without JAX's weak type (``jnp.full(3, 0.1)`` has one), which would make the cached
+    solver compile again for a start point of the same shape and dtype."""
+    return jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x
+
+
 def _as_float(leaf: Any) -> Any:
     if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
-        return leaf
+        return _strong(leaf)
     try:
         a = jnp.asarray(leaf)
     except TypeError as e:
@@ -560,7 +568,7 @@ def _as_float(leaf: Any) -> Any:
         )
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
-    return a
+    return _strong(a)
 
 
 def _concrete(name: str, v: Any) -> Any:

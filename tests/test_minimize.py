@@ -195,6 +195,14 @@ def test_one_compilation_for_new_starts_tolerances_data_and_bounds(x64):
         gradtx.minimize(f, x1, (A2, b), maxiter=7, gtol=1e-3, ftol=1e-12)
         gradtx.minimize(f, x1, (A, b), bounds=(-0.5, 0.5), maxiter=9)
     assert c["n"] == 0
+    # a weakly typed start (jnp.full of a Python float) runs the solver compiled for strongly
+    # typed ones; only the cast that strips the weak type compiles (once: warmed here)
+    weak = jnp.full(100, 0.1)
+    assert weak.weak_type
+    jnp.asarray(jnp.full(100, 0.2), weak.dtype)
+    with count_compilations() as c:
+        gradtx.minimize(f, weak, (A, b), maxiter=5)
+    assert c["n"] == 0
 
 
 def test_status_messages(x64):
