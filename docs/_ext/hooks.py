@@ -147,6 +147,15 @@ def _public() -> dict[str, object]:
     return names
 
 
+def _own_doc(obj) -> str:
+    """The object's own docstring: not one a class inherits, nor the signature that
+    ``dataclasses`` writes for a class that has none."""
+    doc = vars(obj).get("__doc__") if inspect.isclass(obj) else obj.__doc__
+    if not doc or (inspect.isclass(obj) and doc.startswith(f"{obj.__name__}(")):
+        return ""
+    return doc
+
+
 def _resolve(identifier: str):
     module, _, name = identifier.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -160,7 +169,7 @@ def on_post_build(config):
     undocumented = sorted(
         n
         for n, obj in public.items()
-        if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj)
+        if (inspect.isfunction(obj) or inspect.isclass(obj)) and not _own_doc(obj)
     )
     problems = []
     if missing:
