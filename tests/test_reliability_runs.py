@@ -368,9 +368,10 @@ def test_ten_jitted_steps_are_bit_identical(case):
     _WARM[case.name] = second
 
 
-# Every fifth case (compiling all of them again took 40-75 s of CI, every third 31-46 s); the
-# randomised callables all run, since their keys are what a fresh process could get wrong.
-FRESH_CASES = CASES[::5]
+# Every tenth case (compiling all of them again took 40-75 s of CI, every third 31-46 s, every
+# fifth 32-41 s); the randomised callables all run, since their keys are what a fresh process
+# could get wrong.
+FRESH_CASES = CASES[::10]
 
 
 def test_fresh_process_gives_the_same_bits(tmp_path):
