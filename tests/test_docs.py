@@ -1,6 +1,7 @@
 """The documentation site's own pages: every ```python block that uses only gradtx (not torch,
-which the tests do not install) runs. The README's blocks, which the site embeds, are checked
-with their printed outputs by test_readme.py; the docstring examples by test_api.py."""
+which the tests do not install) runs and prints what the page says it prints. The README's
+blocks, which the site embeds, are checked by test_readme.py; the docstring examples by
+test_api.py."""
 
 from __future__ import annotations
 
@@ -24,8 +25,17 @@ def test_docs_have_examples():
 
 @pytest.mark.parametrize("name,code", BLOCKS, ids=[name for name, _ in BLOCKS])
 def test_docs_block_runs(name, code, tmp_path, monkeypatch):
+    from test_readme import run_and_check
+
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, name, "exec", dont_inherit=True), {"__name__": "__docs__"})
+    run_and_check(code, name, "the page says")
+
+
+def test_a_wrong_stated_output_on_a_page_fails():
+    from test_readme import run_and_check
+
+    with pytest.raises(AssertionError, match="the page says 3"):
+        run_and_check("print(1 + 1)  # 3\n", "a page", "the page says")
 
 
 def _hooks():

@@ -58,21 +58,27 @@ def test_a_wrong_stated_output_fails(tmp_path, monkeypatch):
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_readme_block_runs_and_prints_what_it_says(i, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = compile(BLOCKS[i], f"README.md block {i}", "exec", dont_inherit=True)
+    run_and_check(BLOCKS[i], f"README.md block {i}", "README says")
+
+
+def run_and_check(block: str, label: str, says: str) -> None:
+    """Run ``block`` and compare what it prints with the outputs it states (also used for the
+    documentation pages' own blocks, by test_docs.py)."""
+    code = compile(block, label, "exec", dont_inherit=True)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(code, {"__name__": "__readme__"})
-    expected = _expected_outputs(BLOCKS[i])
+    expected = _expected_outputs(block)
     printed = out.getvalue().splitlines()
     if len(printed) != len(expected):
-        assert not any(expected), f"block {i}: prints in a loop, but states outputs"
+        assert not any(expected), f"{label}: prints in a loop, but states outputs"
         return  # prints inside loops or multi-line values: the block only has to run
     for k, (got, want) in enumerate(zip(printed, expected, strict=True)):
         if want is None:
             continue
         if INLINE_NUMBER.fullmatch("# " + want) and not want.startswith(("[", "{")):
             assert float(got.split()[0].rstrip(",")) == pytest.approx(float(want), rel=1e-3), (
-                f"block {i}, print {k}: README says {want}, it printed {got}"
+                f"{label}, print {k}: {says} {want}, it printed {got}"
             )
         else:
-            assert got == want, f"block {i}, print {k}: README says {want!r}, it printed {got!r}"
+            assert got == want, f"{label}, print {k}: {says} {want!r}, it printed {got!r}"
